@@ -1,0 +1,125 @@
+"""Pieces shared by the files in ``configs/``.
+
+Config files define ``get_config(arg)``. ``arg`` is the text after the
+colon in ``--config=configs/finetune.py:frozen,smoke``: comma-separated
+variant names, at most one from each group, parsed by ``parse_variants``.
+"""
+
+from typing import Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+# Model and data sizes. ``embedded`` is the default for generated faces;
+# ``smoke`` is for tests (seconds); ``full`` is VGG-16 on 224×224 real data.
+SIZES = {
+    "full": dict(input_size=224, width=1.0, fc_width=4096),
+    "embedded": dict(input_size=64, width=0.125, fc_width=256),
+    "smoke": dict(input_size=32, width=0.0625, fc_width=32),
+}
+
+
+def parse_variants(arg: str | None,
+                   groups: Mapping[str, tuple[str, tuple[str, ...]]]
+                   ) -> dict[str, str]:
+  """Parses ``"frozen,smoke"`` into ``{"setup": "frozen", "size": "smoke"}``.
+
+  Args:
+    arg: the config string, or None.
+    groups: ``{group: (default, allowed names)}``.
+
+  Returns:
+    The chosen name of every group.
+
+  Raises:
+    ValueError: an unknown name, or two names from one group.
+  """
+  chosen = {}
+  for token in (arg or "").split(","):
+    token = token.strip()
+    if not token:
+      continue
+    owners = [g for g, (_, names) in groups.items() if token in names]
+    if not owners:
+      allowed = sorted(n for _, names in groups.values() for n in names)
+      raise ValueError(f"unknown config variant {token!r}; "
+                       f"expected one of {allowed}")
+    group = owners[0]
+    if group in chosen:
+      raise ValueError(f"config variants {chosen[group]!r} and {token!r} "
+                       f"both set the {group}")
+    chosen[group] = token
+  return {g: chosen.get(g, default) for g, (default, _) in groups.items()}
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+  """VGG-16 hyper-parameters (thesis §2.2) at a size from ``SIZES``."""
+  return ml_collections.ConfigDict(dict(
+      name="vgg16", dropout_rate=0.5, **SIZES[size]))
+
+
+def data_config(identity_set: str) -> ml_collections.ConfigDict:
+  """Where images come from, how they are split and normalised.
+
+  With ``root`` unset the generated faces (the embedded default) are used:
+  the ``identity_set`` of ``facejax.data.synthetic``, made on first use in
+  the cache directory.
+  """
+  return ml_collections.ConfigDict(dict(
+      # <root>/<identity>/<image>.jpg; unset: the generated faces.
+      root=config_dict.placeholder(str),
+      generated=dict(identity_set=identity_set, num_identities=0,
+                     images_per_identity=0, seed=0),
+      # Where decoded splits, generated data and base models are cached;
+      # unset: $FACEJAX_CACHE, else ~/.cache/facejax.
+      cache_dir=config_dict.placeholder(str),
+      split=(0.8, 0.16, 0.04),  # train / test / validation, §2.4
+      split_seed=0,
+      mean="pixel",  # "pixel" (§2.6) or "channel" (VGG Face's RGB mean)
+  ))
+
+
+def optimizer_config(lr_mults, base_lr=0.001) -> ml_collections.ConfigDict:
+  """Caffe SGD (thesis §2.3, §3.1) with the thesis's hyper-parameters."""
+  return ml_collections.ConfigDict(dict(
+      base_lr=base_lr,
+      momentum=0.9,
+      weight_decay=5e-4,
+      lr_drops=(1 / 3, 2 / 3),  # divide by 10 after 1/3 and 2/3 of training
+      lr_drop_factor=0.1,
+      lr_mults=lr_mults,
+      # Caffe reference models give biases decay_mult 0.
+      decay_mults=((".*/bias", 0.0), (".*", 1.0)),
+  ))
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(dict(
+      batch_size=32,
+      num_epochs=10.0,
+      eval_every_steps=500,
+      log_every_steps=50,
+      checkpoint_every_steps=500,
+      # With every conv layer frozen, compute pool5 once per image and train
+      # fc6–fc8 on it (exact: dropout only acts after fc6).
+      cache_frozen_features=True,
+      eval_batch_size=128,
+  ))
+  config.update(overrides)
+  return config
+
+
+def pruning_config() -> ml_collections.ConfigDict:
+  """No pruning unless rules are given (see configs/prune.py)."""
+  return ml_collections.ConfigDict(dict(
+      rules=(),  # ordered (regex, rule, kept_fraction)
+      schedule="one_shot",
+  ))
+
+
+def shrink_for_smoke_test(config: ml_collections.ConfigDict) -> None:
+  """A few identities and steps: the ``smoke`` variant runs in seconds."""
+  config.data.generated.num_identities = 6
+  config.data.generated.images_per_identity = 25
+  config.train.update(dict(num_epochs=2.0, batch_size=8, eval_every_steps=4,
+                           log_every_steps=2, checkpoint_every_steps=4))

@@ -1,0 +1,77 @@
+"""Classifies images with a blob: top-5 labels and probabilities.
+
+  python -m facejax.executor model.fjx IMAGE_OR_FOLDER \
+      [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--verify]
+
+Prints, per image, the top labels with softmax probabilities (thesis
+§2.9, test mode) and the time per batch. Needs NumPy only (SciPy, OpenCV
+and CuPy when present or asked for); this is what runs on the Jetson.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog="python -m facejax.executor", description=__doc__.split("\n")[0])
+  parser.add_argument("blob", help="the .fjx file from facejax.export")
+  parser.add_argument("images", help="an image file or a folder of images")
+  parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+  parser.add_argument("--batch", type=int, default=1,
+                      help="images per forward pass (default 1)")
+  parser.add_argument("--threads", type=int, default=2,
+                      help="CPU threads for BLAS and CSR (default 2)")
+  parser.add_argument("--top", type=int, default=5)
+  parser.add_argument("--verify", action="store_true",
+                      help="also check every array's CRC-32 at load")
+  args = parser.parse_args(argv)
+  if args.batch < 1 or args.threads < 1 or args.top < 1:
+    parser.error("--batch, --threads and --top must be at least 1")
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  # BLAS reads its thread count when NumPy loads, so set it first.
+  for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, str(args.threads))
+  # pylint: disable=g-import-not-at-top
+  from facejax.executor import blob as blob_lib
+  from facejax.executor import images as images_lib
+  from facejax.executor import network
+  # pylint: enable=g-import-not-at-top
+  try:
+    paths = images_lib.list_images(args.images)
+    start = time.perf_counter()
+    blob = blob_lib.open_blob(args.blob, verify_checksums=args.verify)
+    executor = network.Executor(blob, device=args.device,
+                                threads=args.threads)
+  except (blob_lib.BlobError, FileNotFoundError, ImportError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"loaded {args.blob} in {(time.perf_counter() - start) * 1e3:.0f} ms"
+        f" ({len(blob.class_names)} classes, input {blob.input_size}, "
+        f"device {args.device})")
+  height, width = blob.input_size
+  colour_order = blob.manifest["input"]["colour_order"]
+  for i in range(0, len(paths), args.batch):
+    chunk = paths[i:i + args.batch]
+    batch = images_lib.load_batch(chunk, height, width, colour_order)
+    start = time.perf_counter()
+    probabilities = executor.predict(batch)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    for path, best in zip(chunk, network.top_k(probabilities,
+                                               blob.class_names, args.top)):
+      print(path)
+      for name, p in best:
+        print(f"  {p:8.4f}  {name}")
+    print(f"  [batch of {len(chunk)}: {elapsed_ms:.1f} ms]")
+  executor.close()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

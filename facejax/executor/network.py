@@ -1,0 +1,214 @@
+"""The standalone forward pass: a validated blob in, fp32 logits out.
+
+NumPy on the CPU, CuPy on the GPU (``xp``); nothing else is needed (SciPy
+is used for CSR when present). Weights are stored in fp16 or fp32 and
+computed in fp32 (STYLE.md, Numerics): on the CPU NumPy has no fast fp16
+GEMM, so fp16 is a storage format upcast once at load, as TFLite does on
+CPUs; on the GPU the CSR kernel reads fp16 values and uint16 indices
+directly (gpu.py). Activation buffers are two arenas sized for the largest
+layer, allocated at the first call and reused between layers and calls.
+"""
+
+import concurrent.futures
+
+import numpy as np
+
+from facejax.executor import conv
+from facejax.executor import sparse
+
+DEFAULT_TILE_BYTES = {"cpu": 4 << 20, "gpu": 64 << 20}
+
+
+def _import_cupy():
+  try:
+    import cupy  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("--device gpu needs CuPy: pip install cupy-cuda12x "
+                      "(or the wheel matching your CUDA/JetPack)") from e
+  return cupy
+
+
+class Executor:
+  """Runs a blob's network on NHWC images.
+
+  Attributes:
+    blob: the ``Blob`` (kept for names and sizes; its pages are released).
+    device: "cpu" or "gpu".
+    weight_bytes: bytes of the weights as held for computing.
+    activation_bytes: bytes of arenas and scratch at the allocated batch.
+  """
+
+  def __init__(self, blob, *, device="cpu", threads=2, tile_bytes=None,
+               sparse_backend="auto"):
+    if device not in ("cpu", "gpu"):
+      raise ValueError(f"device {device!r} not in cpu/gpu")
+    self.blob = blob
+    self.device = device
+    self.xp = _import_cupy() if device == "gpu" else np
+    self.tile_bytes = tile_bytes or DEFAULT_TILE_BYTES[device]
+    self.pool = (concurrent.futures.ThreadPoolExecutor(threads)
+                 if threads > 1 and device == "cpu" else None)
+    self.threads = threads
+    self.height, self.width = blob.input_size
+    self.layers = []
+    self.weight_bytes = 0
+    for spec in blob.layers:
+      self.layers.append((spec, self._prepare(spec, sparse_backend)))
+      if device == "cpu":
+        blob.release_pages()  # Keep only the fp32 copies resident.
+    self.mean = self.xp.array(blob.mean_image, dtype=np.float32)
+    self.weight_bytes += self.mean.nbytes
+    self.batch = 0
+    self.activation_bytes = 0
+
+  def _prepare(self, spec, backend):
+    """Weights of one layer in the form the forward pass uses."""
+    xp, name = self.xp, spec["name"]
+    # xp.array copies: compute from private memory, not the mapped file.
+    bias = xp.array(self.blob.array(name, "bias"), dtype=np.float32)
+    self.weight_bytes += bias.nbytes
+    columns = spec["in"] * (9 if spec["kind"] == "conv" else 1)
+    if spec["storage"] == "dense":
+      kernel = self.blob.array(name, "kernel").reshape(columns, spec["out"])
+      weight = xp.array(kernel, dtype=np.float32)
+      self.weight_bytes += weight.nbytes
+      return weight, bias
+    arrays = [self.blob.array(name, f) for f in ("indptr", "indices", "data")]
+    if self.device == "gpu":
+      from facejax.executor import gpu  # pylint: disable=g-import-not-at-top
+      weight = gpu.CupyCSR(*arrays, columns)
+    else:
+      weight = sparse.make_csr(*arrays, columns, backend=backend,
+                               pool=self.pool, threads=self.threads)
+    self.weight_bytes += weight.nbytes
+    return weight, bias
+
+  def _allocate(self, batch):
+    """Arenas, scratch and tile plans for ``batch`` images."""
+    xp = self.xp
+    height, width, channels = self.height, self.width, 3
+    sizes = [0, 0]
+    plan = []  # (arena of input, input shape, tiles) per layer.
+    col_elems = out_elems = 0
+    shape = (batch, height + 2, width + 2, channels)
+    which = 0
+    for i, (spec, _) in enumerate(self.layers):
+      sizes[which] = max(sizes[which], int(np.prod(shape)))
+      nxt = self.layers[i + 1][0] if i + 1 < len(self.layers) else None
+      if spec["kind"] == "conv":
+        tiles = conv.plan_tiles(batch, height, width, channels,
+                                pool=spec["pool_after"],
+                                tile_bytes=self.tile_bytes)
+        col, out = conv.tile_elements(tiles, width, channels, spec["out"])
+        col_elems, out_elems = max(col_elems, col), max(out_elems, out)
+        if spec["pool_after"]:
+          height, width = height // 2, width // 2
+        channels = spec["out"]
+        if nxt is not None and nxt["kind"] == "conv":
+          out_shape = (batch, height + 2, width + 2, channels)
+        else:
+          out_shape = (batch, height * width * channels)
+      else:
+        tiles = None
+        out_shape = (batch, spec["out"])
+      plan.append((which, shape, tiles))
+      shape = out_shape
+      which = 1 - which
+    sizes[which] = max(sizes[which], int(np.prod(shape)))
+    self.plan, self.output = plan, (which, shape)
+    self.arenas = [xp.zeros(s, np.float32) for s in sizes]
+    self.col_buffer = xp.zeros(max(col_elems, 1), np.float32)
+    self.out_buffer = xp.zeros(max(out_elems * 3 // 2, 1), np.float32)
+    self.batch = batch
+    self.activation_bytes = sum(a.nbytes for a in self.arenas) + (
+        self.col_buffer.nbytes + self.out_buffer.nbytes)
+
+  def _view(self, which, shape):
+    return self.arenas[which][:int(np.prod(shape))].reshape(shape)
+
+  def forward(self, images, *, subtract_mean=False):
+    """Logits (N, classes), fp32 NumPy, for NHWC images.
+
+    Args:
+      images: (N, H, W, 3) at the blob's input size: mean-subtracted
+        float32, or raw uint8/float RGB with ``subtract_mean``.
+      subtract_mean: subtract the blob's pixel-wise mean image first.
+    """
+    xp = self.xp
+    images = xp.asarray(images)
+    expected = (self.height, self.width, 3)
+    if images.ndim != 4 or images.shape[1:] != expected:
+      raise ValueError(f"images: shape {images.shape}, expected "
+                       f"(N, {self.height}, {self.width}, 3)")
+    batch = images.shape[0]
+    if batch > self.batch:
+      self._allocate(batch)
+    which, shape, _ = self.plan[0]
+    padded = self._view(which, (batch,) + shape[1:])
+    conv.zero_border(xp, padded)
+    interior = padded[:, 1:-1, 1:-1]
+    if subtract_mean:
+      xp.subtract(images, self.mean, out=interior, casting="unsafe")
+    else:
+      xp.copyto(interior, images, casting="unsafe")
+    x = padded
+    for i, (spec, (weight, bias)) in enumerate(self.layers):
+      if i + 1 < len(self.layers):
+        which, shape, _ = self.plan[i + 1]
+      else:
+        which, shape = self.output
+      dst = self._view(which, (batch,) + shape[1:])
+      if spec["kind"] == "conv":
+        tiles = self.plan[i][2]
+        if batch != self.batch:
+          tiles = conv.plan_tiles(batch, x.shape[1] - 2, x.shape[2] - 2,
+                                  x.shape[3], pool=spec["pool_after"],
+                                  tile_bytes=self.tile_bytes)
+        if len(shape) == 4:
+          conv.zero_border(xp, dst)
+          target = dst[:, 1:-1, 1:-1]
+        else:
+          h = (x.shape[1] - 2) // (2 if spec["pool_after"] else 1)
+          w = (x.shape[2] - 2) // (2 if spec["pool_after"] else 1)
+          target = dst.reshape(batch, h, w, spec["out"])
+        conv.conv3x3(xp, x, weight, bias, target, tiles, self.col_buffer,
+                     self.out_buffer, relu=spec["relu"],
+                     pool=spec["pool_after"])
+      else:
+        if hasattr(weight, "matmul"):
+          weight.matmul(x, dst)
+        else:
+          xp.matmul(x, weight, out=dst)
+        dst += bias
+        if spec["relu"]:
+          xp.maximum(dst, 0, out=dst)
+      x = dst
+    logits = x
+    if xp is not np:
+      return xp.asnumpy(logits)
+    return logits.copy()
+
+  def predict(self, images, *, subtract_mean=True):
+    """Softmax probabilities (fp32) for raw RGB images."""
+    return softmax(self.forward(images, subtract_mean=subtract_mean))
+
+  def close(self):
+    if self.pool is not None:
+      self.pool.shutdown()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """Row-wise softmax in fp32 (thesis eq. 2.3)."""
+  z = np.asarray(logits, np.float32)
+  z = z - z.max(axis=1, keepdims=True)
+  np.exp(z, out=z)
+  z /= z.sum(axis=1, keepdims=True)
+  return z
+
+
+def top_k(probabilities: np.ndarray, names, k=5):
+  """[(name, probability), ...] best first, one list per image."""
+  k = min(k, probabilities.shape[1])
+  order = np.argsort(-probabilities, axis=1)[:, :k]
+  return [[(names[j], float(p[j])) for j in row]
+          for p, row in zip(probabilities, order)]

@@ -1,0 +1,123 @@
+"""CPU products with a CSR weight matrix (thesis eq. 2.19–2.23).
+
+``y = x @ W`` where the blob stores ``A = W.T`` (rows = output neurons) as
+CSR. Two paths:
+
+* SciPy (float32 values, int32 indices): the rows are cut into one block
+  per thread with equal non-zeros, and the blocks run in a thread pool —
+  SciPy's sparsetools release the GIL, so the threads overlap.
+* NumPy (any stored dtypes, e.g. fp16 values + uint16 indices, used when
+  SciPy is missing or the weights should stay in their stored dtypes):
+  gather, multiply in fp32, ``np.add.reduceat`` per row.
+
+Both accumulate in fp32 (STYLE.md, Numerics).
+"""
+
+import numpy as np
+
+_NUMPY_CHUNK_ELEMENTS = 1 << 20  # Bounds the gather buffer (4 MiB).
+
+
+def split_rows(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+  """Row ranges with about equal non-zeros (pruned rows are uneven)."""
+  rows = len(indptr) - 1
+  nnz = int(indptr[-1])
+  cuts = [0]
+  for k in range(1, parts):
+    cut = int(np.searchsorted(indptr, nnz * k / parts))
+    cuts.append(min(max(cut, cuts[-1]), rows))
+  cuts.append(rows)
+  return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+class ScipyCSR:
+  """``x @ W`` through SciPy, rows split over a thread pool."""
+
+  def __init__(self, indptr, indices, data, columns, *, pool=None,
+               threads=1):
+    import scipy.sparse  # pylint: disable=g-import-not-at-top
+    indptr = np.asarray(indptr, np.int32)
+    self.rows = len(indptr) - 1
+    self.columns = columns
+    self.pool = pool
+    self.blocks = []
+    for r0, r1 in split_rows(indptr, max(1, threads)):
+      s, e = int(indptr[r0]), int(indptr[r1])
+      block = scipy.sparse.csr_matrix(
+          (np.array(data[s:e], np.float32),  # Copies out of the map.
+           np.array(indices[s:e], np.int32),
+           (indptr[r0:r1 + 1] - s).astype(np.int32)),
+          shape=(r1 - r0, columns), copy=False)
+      self.blocks.append((r0, r1, block))
+    self.nbytes = sum(b.data.nbytes + b.indices.nbytes + b.indptr.nbytes
+                      for _, _, b in self.blocks)
+
+  def matmul(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (M, rows) = x (M, columns) @ W."""
+    if x.shape[0] == 1:
+      vector = x[0]
+      def run(block):
+        r0, r1, matrix = block
+        out[0, r0:r1] = matrix @ vector
+    else:
+      x_t = np.ascontiguousarray(x.T)
+      def run(block):
+        r0, r1, matrix = block
+        out[:, r0:r1] = (matrix @ x_t).T
+    if self.pool is None or len(self.blocks) == 1:
+      for block in self.blocks:
+        run(block)
+    else:
+      for future in [self.pool.submit(run, b) for b in self.blocks]:
+        future.result()
+    return out
+
+
+class NumpyCSR:
+  """``x @ W`` with the stored dtypes kept (fp16/uint16), fp32 sums."""
+
+  def __init__(self, indptr, indices, data, columns):
+    self.indptr = np.asarray(indptr, np.int64)
+    self.indices = indices
+    self.data = data
+    self.rows = len(indptr) - 1
+    self.columns = columns
+    self.nbytes = indptr.nbytes + indices.nbytes + data.nbytes
+    nnz = int(self.indptr[-1])
+    # Row blocks whose gather fits the chunk budget at batch 1.
+    self.row_blocks = split_rows(
+        self.indptr, max(1, -(-nnz // _NUMPY_CHUNK_ELEMENTS)))
+
+  def matmul(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (M, rows) = x (M, columns) @ W."""
+    out[...] = 0
+    for r0, r1 in self.row_blocks:
+      s, e = int(self.indptr[r0]), int(self.indptr[r1])
+      if e == s:
+        continue
+      starts = self.indptr[r0:r1] - s
+      nonempty = self.indptr[r0 + 1:r1 + 1] > self.indptr[r0:r1]
+      cols = self.indices[s:e].astype(np.intp)
+      values = self.data[s:e].astype(np.float32)
+      for m in range(x.shape[0]):  # Keeps the gather at one row of x.
+        products = x[m].take(cols)
+        products *= values
+        sums = np.add.reduceat(products, starts[nonempty])
+        out[m, r0:r1][nonempty] = sums
+    return out
+
+
+def make_csr(indptr, indices, data, columns, *, backend="auto", pool=None,
+             threads=1):
+  """A CSR product object; ``backend`` is "auto", "scipy" or "numpy"."""
+  if backend not in ("auto", "scipy", "numpy"):
+    raise ValueError(f"sparse backend {backend!r} not in auto/scipy/numpy")
+  if backend != "numpy":
+    try:
+      return ScipyCSR(indptr, indices, data, columns, pool=pool,
+                      threads=threads)
+    except ImportError:
+      if backend == "scipy":
+        raise ImportError("the scipy sparse backend needs SciPy: "
+                          "pip install scipy") from None
+  return NumpyCSR(indptr, indices, data, columns)

@@ -1,0 +1,71 @@
+"""Exports a checkpoint to a device blob and prints the per-layer sizes.
+
+  python -m facejax.export WORKDIR_OR_CHECKPOINT --out model.fjx \
+      [--precision fp16|fp32] [--storage auto|dense|csr] [--no-uint16]
+
+Each layer is stored in the smallest allowed format: dense or CSR (thesis
+eq. 2.19–2.23), fp16 or fp32 values (§3.2.1; ``--precision fp32`` keeps
+fp32 only), uint16 column indices wherever the column count allows
+(``--no-uint16`` forces the thesis's int32). A pruned model (masks in the
+checkpoint, or exact zeros) gets CSR where it is smaller. The table lists
+values, indices and row-pointer bytes per layer, the total and the fp16
+error e of eq. 3.1. Then copy ``facejax/executor/`` and the blob to the
+device and run ``python -m facejax.executor model.fjx IMAGES``.
+"""
+
+import argparse
+import sys
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog="python -m facejax.export", description=__doc__.split("\n")[0])
+  parser.add_argument("checkpoint",
+                      help="a workdir (latest step) or a step directory")
+  parser.add_argument("--out", required=True, help="the .fjx file to write")
+  parser.add_argument("--precision", choices=("fp16", "fp32"),
+                      default="fp16", help="value dtype (default fp16)")
+  parser.add_argument("--storage", choices=("auto", "dense", "csr"),
+                      default="auto",
+                      help="auto picks the smaller of dense and CSR")
+  parser.add_argument("--no-uint16", dest="allow_uint16",
+                      action="store_false",
+                      help="int32 column indices everywhere (thesis)")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  # pylint: disable=g-import-not-at-top
+  from facejax.export import exporter
+  from facejax.train import checkpoint
+  # pylint: enable=g-import-not-at-top
+  try:
+    bundle = checkpoint.restore_for_export(args.checkpoint)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    print(f"error: {args.checkpoint}: cannot restore for export: {e}",
+          file=sys.stderr)
+    return 2
+  size = bundle.model.get("input_size")
+  if size is not None and tuple(bundle.mean_image.shape[:2]) != (size, size):
+    print(f"error: {args.checkpoint}: mean_image is "
+          f"{bundle.mean_image.shape[:2]} but model.input_size is {size}",
+          file=sys.stderr)
+    return 2
+  try:
+    encoded, _ = exporter.export_model(
+        args.out, bundle.params, masks=bundle.masks,
+        mean_image=bundle.mean_image, class_names=bundle.class_names,
+        colour_order=bundle.colour_order, model=bundle.model,
+        pruning=bundle.pruning, precision=args.precision,
+        storage=args.storage, allow_uint16=args.allow_uint16)
+  except ValueError as e:
+    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+    return 2
+  print(f"{args.checkpoint} (step {bundle.step}) -> {args.out}")
+  print(exporter.size_table(encoded, args.out))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

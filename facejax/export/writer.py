@@ -1,0 +1,113 @@
+"""Serialises layers into one ``.fjx`` blob (layout in executor/blob.py).
+
+Written to a temporary name beside the target and renamed, so a crash
+never leaves a half-written blob under the final name (STYLE.md, Errors).
+"""
+
+import json
+import os
+import zlib
+
+import numpy as np
+
+from facejax.executor import blob as blob_lib
+from facejax.executor import manifest as manifest_lib
+
+_DTYPE_CODES = {np.dtype(v).str: k for k, v in blob_lib.DTYPES.items()}
+
+
+def _pad(n: int) -> int:
+  return -n % blob_lib.ALIGN
+
+
+def _little_endian(array: np.ndarray, where: str) -> np.ndarray:
+  array = np.asarray(array)
+  code = array.dtype.newbyteorder("<").str
+  if code not in blob_lib.DTYPES:
+    raise ValueError(f"{where}: dtype {array.dtype} cannot be stored; "
+                     f"expected one of {sorted(blob_lib.DTYPES)}")
+  return np.ascontiguousarray(array, dtype=np.dtype(code))
+
+
+def write_blob(path: str, *, input_size, mean_image, class_names,
+               colour_order: str, layers, extra=None) -> int:
+  """Writes a blob.
+
+  Args:
+    path: destination file.
+    input_size: (height, width).
+    mean_image: float32 (height, width, 3), subtracted from every input.
+    class_names: one string per output of the last layer.
+    colour_order: "RGB" or "BGR", the channel order the network expects.
+    layers: ``[(spec, arrays)]`` in execution order; ``spec`` holds the
+      manifest keys of the layer except ``arrays`` (see manifest.py),
+      ``arrays`` maps the storage's field names to NumPy arrays.
+    extra: informational manifest entries (``model``, ``pruning``,
+      ``export``), JSON-serialisable.
+
+  Returns:
+    The number of bytes written.
+  """
+  payload = []  # (array, manifest ref), in file order.
+  cursor = 0
+
+  def add(array, where):
+    nonlocal cursor
+    array = _little_endian(array, where)
+    ref = {"dtype": array.dtype.str, "shape": list(array.shape),
+           "offset": cursor, "nbytes": array.nbytes,
+           "crc32": zlib.crc32(memoryview(array.reshape(-1).view(np.uint8)))}
+    payload.append((array, ref))
+    cursor += array.nbytes + _pad(array.nbytes)
+    return ref
+
+  height, width = (int(s) for s in input_size)
+  mean_image = np.asarray(mean_image, np.float32)
+  manifest = {
+      "format": manifest_lib.FORMAT,
+      "input": {"size": [height, width], "channels": int(mean_image.shape[-1]),
+                "colour_order": colour_order,
+                "mean_image": add(mean_image, "input field 'mean_image'")},
+      "classes": [str(c) for c in class_names],
+      "layers": [],
+  }
+  for spec, arrays in layers:
+    entry = dict(spec)
+    fields = manifest_lib.FIELDS[spec["storage"]]
+    if set(arrays) != set(fields):
+      raise ValueError(f"layer {spec['name']!r}: arrays {sorted(arrays)} "
+                       f"!= fields {sorted(fields)} of {spec['storage']}")
+    entry["arrays"] = {
+        f: add(arrays[f], f"layer {spec['name']!r} field {f!r}")
+        for f in fields}
+    manifest["layers"].append(entry)
+  manifest.update(extra or {})
+  # Validate what we are about to write with the reader's own rules.
+  manifest_lib.validate(path, manifest)
+  text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+  payload_offset = blob_lib.HEADER.size + len(text)
+  payload_offset += _pad(payload_offset)
+  header = blob_lib.HEADER.pack(blob_lib.MAGIC, blob_lib.VERSION,
+                                blob_lib.BYTE_ORDER_MARK, len(text),
+                                payload_offset)
+  directory = os.path.dirname(os.path.abspath(path))
+  tmp = os.path.join(directory,
+                     f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(header)
+      f.write(text)
+      f.write(b"\0" * (payload_offset - len(header) - len(text)))
+      for i, (array, ref) in enumerate(payload):
+        f.write(memoryview(array.reshape(-1).view(np.uint8)))
+        if i + 1 < len(payload):  # The file ends where the last array ends.
+          f.write(b"\0" * _pad(ref["nbytes"]))
+      f.flush()
+      os.fsync(f.fileno())
+      size = f.tell()
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return size

@@ -1,0 +1,1 @@
+"""Transfer learning: loss, Caffe SGD, checkpoints and the training loop."""

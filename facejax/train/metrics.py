@@ -1,0 +1,69 @@
+"""Metrics on disk (``metrics.jsonl``) and progress on the console."""
+
+import json
+import math
+import os
+import time
+
+from absl import logging
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to ``<workdir>/metrics.jsonl``.
+
+  Each line is flushed and fsync'ed, so a run killed at any moment leaves
+  whole lines behind; a resumed run appends after them.
+  """
+
+  def __init__(self, workdir: str):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def write(self, step: int, split: str, values: dict[str, float]) -> None:
+    record = {"step": int(step), "split": split, "time": time.time()}
+    record.update({k: float(v) for k, v in values.items()})
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """Steps/s and ETA, measured from the first step this process ran."""
+
+  def __init__(self, first_step: int, total_steps: int):
+    self.first_step = first_step
+    self.total_steps = total_steps
+    self.start = None
+
+  def report(self, step: int, values: dict[str, float]) -> str:
+    now = time.time()
+    if self.start is None:
+      # The first step includes compilation: time from the step after it.
+      self.start = (now, step)
+      rate = float("nan")
+    else:
+      t0, s0 = self.start
+      rate = (step - s0) / max(now - t0, 1e-9)
+    remaining = self.total_steps - step
+    eta = remaining / rate if rate and rate == rate and rate > 0 else math.nan
+    text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+    line = (f"step {step}/{self.total_steps} {text} "
+            f"{rate:.2f} steps/s ETA {_format_seconds(eta)}")
+    logging.info("%s", line)
+    return line
+
+
+def _format_seconds(seconds: float) -> str:
+  if seconds != seconds:
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 60}m{seconds % 60:02d}s"

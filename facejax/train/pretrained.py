@@ -1,0 +1,73 @@
+"""Pretrained weights for transfer learning.
+
+``config.init.weights`` may name a facejax checkpoint or workdir. With it
+unset, fine-tuning on the embedded default starts from the embedded base
+model: VGG-16 trained by ``configs/pretrain.py`` on the generated ``base``
+identities, the stand-in for VGG Face. It is trained on first use into the
+cache directory and reused afterwards.
+"""
+
+import importlib.util
+import os
+
+from absl import logging
+import ml_collections
+
+from facejax import workspace
+from facejax.train import checkpoint
+
+_CONFIGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def load_layers(path: str) -> tuple[dict, str]:
+  """``({layer: {"kernel", "bias"}}, description)`` from a weights path."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.init.weights: {path!r} does not exist")
+  bundle = checkpoint.restore_for_export(path)
+  return bundle.params, f"checkpoint {path} (step {bundle.step})"
+
+
+def load_pretrain_config(arg: str) -> ml_collections.ConfigDict:
+  path = os.path.abspath(os.path.join(_CONFIGS_DIR, "pretrain.py"))
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: install facejax from its source tree "
+        "(pip install -e .) or set --config.init.weights")
+  spec = importlib.util.spec_from_file_location("facejax_pretrain_config",
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _size_variant(model_config) -> str:
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  for name, size in config_lib.SIZES.items():
+    if all(model_config[k] == v for k, v in size.items()):
+      return name
+  raise ValueError(
+      "no embedded base model for config.model "
+      f"{model_config.to_dict()}: set --config.init.weights")
+
+
+def embedded_base_model(config: ml_collections.ConfigDict) -> str:
+  """The embedded base model's workdir, trained there on first use."""
+  from facejax.train import trainer  # pylint: disable=g-import-not-at-top
+  if config.data.root is not None:
+    raise ValueError(
+        "config.data.root is set but config.init.weights is not: fine-tuning "
+        "real faces needs pretrained weights (see WORKSPACE.md)")
+  pretrain = load_pretrain_config(_size_variant(config.model))
+  pretrain.data.cache_dir = config.data.cache_dir
+  key = workspace.fingerprint(pretrain.to_dict())
+  workdir = os.path.join(workspace.cache_dir(config.data.cache_dir),
+                         "base_models", key)
+  done_marker = os.path.join(workdir, "DONE")
+  if not os.path.exists(done_marker):
+    logging.info("building the embedded base model in %s "
+                 "(configs/pretrain.py; once)", workdir)
+    results = trainer.train_and_evaluate(pretrain, workdir)
+    with open(done_marker + ".tmp", "w", encoding="utf-8") as f:
+      f.write(repr(results))
+    os.replace(done_marker + ".tmp", done_marker)
+  return workdir

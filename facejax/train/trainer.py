@@ -1,0 +1,292 @@
+"""The training loop: transfer learning and training from scratch (§3.1).
+
+``train_and_evaluate(config, workdir)`` reads top to bottom: data, model and
+optimizer, step functions, checkpoint restore, loop, final evaluation.
+Rerunning it on the same workdir resumes from the latest checkpoint, and
+because the batch and the dropout key of step ``s`` are functions of
+``(seed, s)`` alone, a resumed run ends with the same parameters as one
+that was never interrupted.
+"""
+
+import functools
+import json
+import math
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facejax.data import dataset as dataset_lib
+from facejax.data import pipeline
+from facejax.models import vgg16
+from facejax.train import checkpoint
+from facejax.train import initial
+from facejax.train import losses
+from facejax.train import metrics as metrics_lib
+from facejax.train import optim
+from facejax.train import pretrained
+
+
+def build_model(config: ml_collections.ConfigDict,
+                num_classes: int) -> vgg16.VGG16:
+  return vgg16.VGG16(num_classes=num_classes, width=config.model.width,
+                     fc_width=config.model.fc_width,
+                     dropout_rate=config.model.dropout_rate)
+
+
+def total_steps(train_config, num_train_examples: int) -> int:
+  """Converts ``num_epochs`` to steps; the one place that does."""
+  steps_per_epoch = max(num_train_examples // train_config.batch_size, 1)
+  return max(int(math.ceil(train_config.num_epochs * steps_per_epoch)), 1)
+
+
+# --- Step functions ----------------------------------------------------------
+
+
+def train_step(state, batch, mean_image, *, model, tx, seed: int,
+               from_pool5: bool):
+  """One SGD step on a batch; returns the new state and train metrics."""
+  inputs = _network_input(batch["image"], mean_image, from_pool5)
+  dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, inputs, train=True,
+                         from_pool5=from_pool5, rngs={"dropout": dropout_rng})
+    return losses.softmax_loss(logits, batch["label"]), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+  new_state = {"params": params, "opt_state": opt_state,
+               "step": state["step"] + 1}
+  train_metrics = {
+      "loss": loss,
+      "top1": losses.topk_correct(logits, batch["label"], 1).mean(),
+      "grad_norm": optim.global_norm(grads),
+  }
+  return new_state, train_metrics
+
+
+def eval_step(params, batch, mean_image, *, model, from_pool5: bool):
+  """Loss, top-1 and top-5 sums over a (masked) evaluation batch."""
+  inputs = _network_input(batch["image"], mean_image, from_pool5)
+  logits = model.apply({"params": params}, inputs, from_pool5=from_pool5)
+  return losses.classification_sums(logits, batch["label"], batch["mask"])
+
+
+def pool5_step(params, images, mean_image, *, model):
+  """The frozen trunk's output for a batch of uint8 images."""
+  _, features = model.apply({"params": params},
+                            _network_input(images, mean_image, False),
+                            return_features=True)
+  return features["pool5"]
+
+
+def _network_input(images, mean_image, from_pool5: bool):
+  if from_pool5:
+    return images  # Already pool5 features.
+  return images.astype(jnp.float32) - mean_image  # §2.6: pixel-wise mean.
+
+
+# --- Evaluation --------------------------------------------------------------
+
+
+def evaluate(eval_fn, params, split: dataset_lib.Split, mean_image,
+             batch_size: int) -> dict[str, float]:
+  """Loss, top-1 and top-5 of a whole split, every example counted once."""
+  sums = None
+  for batch in pipeline.eval_batches(split.images, split.labels, batch_size):
+    out = eval_fn(params, batch, mean_image)
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  count = max(float(sums["count"]), 1.0)
+  return {"loss": float(sums["loss"]) / count,
+          "top1": float(sums["top1"]) / count,
+          "top5": float(sums["top5"]) / count}
+
+
+def pool5_split(params, split: dataset_lib.Split, mean_image, model,
+                batch_size: int) -> dataset_lib.Split:
+  """Runs the frozen trunk once over a split (thesis §3.1)."""
+  fn = jax.jit(functools.partial(pool5_step, model=model))
+  chunks = []
+  for batch in pipeline.eval_batches(split.images, split.labels, batch_size):
+    features = np.asarray(fn(params, batch["image"], mean_image))
+    chunks.append(features[batch["mask"] > 0])
+  return dataset_lib.Split(np.concatenate(chunks), split.labels)
+
+
+# --- The loop ----------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains, evaluates and checkpoints in ``workdir``; returns final metrics.
+
+  Args:
+    config: a config from ``configs/`` (see configs/finetune.py).
+    workdir: where checkpoints, ``metrics.jsonl``, ``split.json`` and
+      ``config.json`` go; an existing run there is resumed.
+
+  Returns:
+    ``{"step", "test": {...}, "val": {...}}`` with loss, top-1 and top-5.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+
+  # --- Data ------------------------------------------------------------------
+  data = dataset_lib.load(config.data, image_size=config.model.input_size,
+                          workdir=workdir)
+  num_classes = len(data.class_names)
+  steps = total_steps(config.train, len(data.train.labels))
+  logging.info("data: %d identities; %d train, %d test, %d val images; "
+               "%d steps", num_classes, len(data.train.labels),
+               len(data.test.labels), len(data.val.labels), steps)
+
+  # --- Model and optimizer ---------------------------------------------------
+  model = build_model(config, num_classes)
+  image_shape = (config.model.input_size, config.model.input_size, 3)
+  abstract_params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
+  )["params"]
+  schedule = optim.lr_schedule(config.optimizer.base_lr, steps,
+                               config.optimizer.lr_drops,
+                               config.optimizer.lr_drop_factor)
+  tx = optim.caffe_sgd(abstract_params, schedule=schedule,
+                       momentum=config.optimizer.momentum,
+                       weight_decay=config.optimizer.weight_decay,
+                       lr_mults=config.optimizer.lr_mults,
+                       decay_mults=config.optimizer.decay_mults)
+  frozen = optim.frozen_names(abstract_params, config.optimizer.lr_mults)
+  trunk_frozen = all(f"{name}/{leaf}" in frozen
+                     for name in vgg16.CONV_NAMES for leaf in ("kernel", "bias"))
+  from_pool5 = bool(config.train.cache_frozen_features and trunk_frozen)
+
+  # --- Checkpoint restore, or initial parameters -----------------------------
+  mngr = checkpoint.manager(workdir)
+  meta = {"class_names": data.class_names, "model": _model_meta(config,
+                                                                num_classes),
+          "colour_order": "RGB", "pruning": {},
+          "config": json.loads(config.to_json_best_effort())}
+  latest = mngr.latest_step()
+  if latest is not None:
+    abstract_state = jax.eval_shape(
+        lambda p: {"params": p, "opt_state": tx.init(p),
+                   "step": jnp.int32(0)}, abstract_params)
+    state, mean_image, saved_meta = checkpoint.restore(
+        mngr, latest, abstract_state, image_shape)
+    if saved_meta["class_names"] != data.class_names:
+      raise ValueError(f"the checkpoint in {workdir} was trained on other "
+                       "identities than config.data gives; use a new workdir")
+    logging.info("resumed from %s at step %d", workdir, latest)
+  else:
+    params = _initial_params(config, model, abstract_params,
+                             pixel_std=_pixel_std(data))
+    state = {"params": params, "opt_state": tx.init(params),
+             "step": jnp.int32(0)}
+    mean_image = data.mean_image
+  mean_image = jnp.asarray(mean_image, jnp.float32)
+
+  train_split, test_split, val_split = data.train, data.test, data.val
+  if from_pool5:
+    logging.info("conv layers frozen: computing pool5 once per image")
+    train_split, test_split, val_split = (
+        pool5_split(state["params"], s, mean_image, model,
+                    config.train.eval_batch_size)
+        for s in (data.train, data.test, data.val))
+
+  # --- Step functions --------------------------------------------------------
+  jit_train = jax.jit(functools.partial(
+      train_step, model=model, tx=tx, seed=config.seed,
+      from_pool5=from_pool5), donate_argnums=0)
+  jit_eval = jax.jit(functools.partial(eval_step, model=model,
+                                       from_pool5=from_pool5))
+  batches = pipeline.TrainBatches(train_split.images, train_split.labels,
+                                  config.train.batch_size, seed=config.seed)
+  writer = metrics_lib.MetricsWriter(workdir)
+  start = int(state["step"])
+  progress = metrics_lib.Progress(start, steps)
+
+  # --- Loop ------------------------------------------------------------------
+  try:
+    for step in range(start, steps):
+      state, train_metrics = jit_train(state, batches.batch_at(step),
+                                       mean_image)
+      done = step + 1
+      if done % config.train.log_every_steps == 0 or done == steps:
+        values = jax.device_get(train_metrics)
+        if not np.isfinite(values["loss"]):
+          raise FloatingPointError(
+              f"non-finite training loss at step {done} in {workdir}; lower "
+              f"--config.optimizer.base_lr (now {config.optimizer.base_lr})")
+        values["lr"] = float(schedule(step))
+        writer.write(done, "train", values)
+        progress.report(done, values)
+      if done % config.train.eval_every_steps == 0 and done != steps:
+        test = evaluate(jit_eval, state["params"], test_split, mean_image,
+                        config.train.eval_batch_size)
+        writer.write(done, "test", test)
+        logging.info("step %d test %s", done, _format(test))
+      if done % config.train.checkpoint_every_steps == 0 or done == steps:
+        checkpoint.save(mngr, done, state, mean_image, meta)
+  finally:
+    # Let pending async saves finish, even when the loop raised.
+    mngr.wait_until_finished()
+
+  # --- Final evaluation ------------------------------------------------------
+  final_step = int(state["step"])
+  if mngr.latest_step() != final_step:
+    checkpoint.save(mngr, final_step, state, mean_image, meta, force=True)
+    mngr.wait_until_finished()
+  results = {"step": final_step}
+  for name, split in (("test", test_split), ("val", val_split)):
+    results[name] = evaluate(jit_eval, state["params"], split, mean_image,
+                             config.train.eval_batch_size)
+    writer.write(final_step, name, results[name])
+    logging.info("final %s: %s", name, _format(results[name]))
+  mngr.close()
+  return results
+
+
+def _pixel_std(data: dataset_lib.Dataset) -> float:
+  """Standard deviation of mean-subtracted training pixels (a sample)."""
+  sample = np.asarray(data.train.images[:512], np.float32) - data.mean_image
+  return float(sample.std()) or 1.0
+
+
+def _initial_params(config, model, abstract_params, pixel_std: float):
+  rng = jax.random.key(config.seed)
+  init_rng, reinit_rng = jax.random.split(rng)
+  params = initial.random_params(abstract_params, init_rng, config.init.random,
+                                 input_std=pixel_std)
+  if config.setup == "scratch" and config.init.weights is None:
+    return params
+  weights_path = config.init.weights or pretrained.embedded_base_model(config)
+  loaded, source = pretrained.load_layers(weights_path)
+  params = initial.merge_pretrained(params, loaded, config.init.reinit, source)
+  return initial.gaussian_layers(params, config.init.reinit,
+                                 config.init.reinit_std, reinit_rng)
+
+
+def _model_meta(config, num_classes: int) -> dict[str, Any]:
+  return {"name": "vgg16", "num_classes": num_classes,
+          "width": config.model.width, "fc_width": config.model.fc_width,
+          "input_size": config.model.input_size,
+          "dropout_rate": config.model.dropout_rate}
+
+
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(tmp, path)
+
+
+def _format(values: dict[str, float]) -> str:
+  return " ".join(f"{k}={v:.4f}" for k, v in values.items())
