@@ -10,6 +10,12 @@ from typing import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+
+
+class ConfigError(ValueError):
+  """A config field has a value facejax cannot use; the message names it."""
+
+
 # Model and data sizes. ``embedded`` is the default for generated faces;
 # ``smoke`` is for tests (seconds); ``full`` is VGG-16 on 224×224 real data.
 SIZES = {

@@ -8,6 +8,7 @@ r"""facejax's entry point: one config, one workdir, one job.
 """
 
 import logging as logging_lib
+import re
 import sys
 
 from absl import app
@@ -15,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from facejax import config_lib
 from facejax import workspace
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,13 +40,30 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+  except (OSError, ValueError) as e:
+    sys.exit(f"error: --config={flags.FLAGS['config'].config_filename}: "
+             f"{_one_line(str(e))}")
   config_path, _, variant = flags.FLAGS["config"].config_filename.partition(
       ":")
   workdir = _WORKDIR.value or workspace.default_workdir(config_path, variant)
   from facejax import run  # pylint: disable=g-import-not-at-top
-  results = run.run(config, workdir)
+  try:
+    results = run.run(config, workdir)
+  except (config_lib.ConfigError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   run.print_summary(results, workdir)
+
+
+def _one_line(message: str) -> str:
+  """The flag and the innermost reason of a (multi-line) flags error."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  reasons = [line for line in lines[1:]
+             if re.match(r"^([A-Za-z_.]*(Error|Exception)|\[Errno)", line)]
+  if not reasons:
+    return lines[0] if lines else message
+  return f"{lines[0].rstrip(':')}: {reasons[-1]}"
 
 
 def _parse_flags(argv):
@@ -52,9 +71,17 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"error: {e}")
-  except (KeyError, AttributeError, TypeError, ValueError) as e:
-    sys.exit(f"error in --config: {e}")
+    sys.exit(f"error: {_one_line(str(e))}")
+  except (KeyError, AttributeError) as e:
+    # ml_collections raises these for --config.<unknown field>.
+    key = str(e.args[0]) if e.args else "?"
+    named = [a.split("=")[0] for a in argv[1:]
+             if a.lstrip("-").startswith(("config.", "noconfig."))
+             and key.strip("'\"") in a.split("=")[0]]
+    flag = named[0] if named else "--config.*"
+    sys.exit(f"error: {flag}: no such config field {key}")
+  except (TypeError, ValueError) as e:
+    sys.exit(f"error in --config: {_one_line(str(e))}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 from absl import logging
 import jax
 
+from facejax import config_lib
+
 
 def path_name(path) -> str:
   """Slash-joined name of a pytree key path: ``fc6/kernel``."""
@@ -57,11 +59,11 @@ def resolve_rules(names: Iterable[str], rules: Sequence[tuple[str, Any]],
   compiled = []
   for i, rule in enumerate(rules):
     if len(rule) != 2 or not isinstance(rule[0], str):
-      raise ValueError(f"{what} rule #{i} must be (regex, value), got {rule!r}")
+      raise config_lib.ConfigError(f"{what} rule #{i} must be (regex, value), got {rule!r}")
     try:
       compiled.append((re.compile(rule[0]), rule[0], rule[1]))
     except re.error as e:
-      raise ValueError(f"{what} rule #{i}: bad regex {rule[0]!r}: {e}") from e
+      raise config_lib.ConfigError(f"{what} rule #{i}: bad regex {rule[0]!r}: {e}") from e
   values = {}
   for name in names:
     for pattern, text, value in compiled:
@@ -70,7 +72,7 @@ def resolve_rules(names: Iterable[str], rules: Sequence[tuple[str, Any]],
         values[name] = value
         break
     else:
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"{what}: parameter {name!r} matches no rule in "
           f"{[r[0] for r in rules]}; add a rule for it (e.g. ('.*', ...)).")
   return values

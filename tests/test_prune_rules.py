@@ -128,12 +128,36 @@ def test_solve_agrees_with_a_full_sort():
   np.testing.assert_array_equal(solution.mask.reshape(-1), expected)
 
 
-def test_ties_keep_fewer_never_more():
+def test_ties_are_broken_in_row_major_order():
   weights = np.array([[1.0, 2.0, -2.0, 3.0]], np.float32).T
   solution = solve.solve("naive", weights, 0.5)
-  assert solution.kept == 1  # 2.0 and -2.0 tie at the boundary.
+  assert solution.kept == 2 and solution.gamma == 2.0
+  # 2.0 and -2.0 tie at the boundary: the first is kept.
   np.testing.assert_array_equal(solution.mask[:, 0],
-                                [False, False, False, True])
+                                [False, True, False, True])
+  strict = solve.solve("naive", weights, 0.5, break_ties=False)
+  np.testing.assert_array_equal(strict.mask,
+                                rules.naive(weights, strict.gamma))
+  assert strict.kept == 1
+
+
+def test_ties_at_scale_still_exact():
+  rng = np.random.default_rng(2)
+  # Few distinct values, as float32 has near fc6's threshold.
+  weights = rng.integers(-50, 50, (400, 30)).astype(np.float32) / 1000
+  for rule in RULE_NAMES:
+    for fraction in (0.5, 0.05):
+      solution = solve.solve(rule, weights, fraction)
+      assert solution.kept == round(fraction * weights.size)
+      # The mask is the rule at γ plus boundary ties only.
+      strict = rules.RULES[rule](weights, solution.gamma)
+      assert not np.any(strict & ~solution.mask)
+      extra = solution.mask & ~strict
+      if extra.any():
+        scores = rules.scores(rule, weights)
+        assert np.all(scores[extra] == scores[extra][0])
+  np.testing.assert_array_equal(solve.solve("naive", weights, 0.05).mask,
+                                solve.solve("layer_wise", weights, 0.05).mask)
 
 
 def test_previous_mask_is_never_revived():

@@ -14,6 +14,7 @@ import os
 from absl import logging
 import numpy as np
 
+from facejax import config_lib
 from facejax import workspace
 from facejax.data import folder
 from facejax.data import preprocess
@@ -81,7 +82,7 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
     mean = np.broadcast_to(preprocess.channel_mean(splits["train"].images),
                            (image_size, image_size, 3)).astype(np.float32)
   else:
-    raise ValueError(f"config.data.mean must be 'pixel' or 'channel', got "
+    raise config_lib.ConfigError(f"config.data.mean must be 'pixel' or 'channel', got "
                      f"{data_config.mean!r}")
   return Dataset(train=splits["train"], test=splits["test"],
                  val=splits["validation"], class_names=list(split.class_names),

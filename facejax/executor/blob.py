@@ -85,10 +85,21 @@ class Blob:
     for (layer, field), arr in self.arrays.items():
       ref = _ref_of(self.manifest, layer, field)
       crc = zlib.crc32(memoryview(arr.reshape(-1).view(np.uint8)))
+      self._release(arr)  # Reading the file need not keep it resident.
       if crc != ref["crc32"]:
         raise BlobError(f"{self.path}: layer {layer!r} field {field!r}: "
                         f"checksum {crc:#010x} != manifest "
                         f"{ref['crc32']:#010x}")
+
+  def _release(self, arr) -> None:
+    if (self._mapping is None or not arr.nbytes
+        or not hasattr(mmap, "MADV_DONTNEED")):
+      return
+    base = np.frombuffer(self._mapping, np.uint8, count=1).ctypes.data
+    start = arr.ctypes.data - base
+    page_start = start - start % mmap.PAGESIZE
+    self._mapping.madvise(mmap.MADV_DONTNEED, page_start,
+                          start + arr.nbytes - page_start)
 
   def release_pages(self) -> None:
     """Drops the mapped pages from resident memory (they reload on use)."""
@@ -184,7 +195,11 @@ def open_blob(path: str, *, verify_checksums: bool = False) -> Blob:
       blob.verify_checksums()
     return blob
   except BaseException:
-    mapping.close()
+    arrays = None
+    try:
+      mapping.close()
+    except BufferError:
+      pass  # The traceback still holds views; the map closes with them.
     raise
 
 

@@ -90,7 +90,10 @@ class Executor:
     sizes = [0, 0]
     plan = []  # (arena of input, input shape, tiles) per layer.
     col_elems = out_elems = 0
-    shape = (batch, height + 2, width + 2, channels)
+    if self.layers[0][0]["kind"] == "conv":
+      shape = (batch, height + 2, width + 2, channels)
+    else:  # An FC-only network reads the flat image.
+      shape = (batch, height * width * channels)
     which = 0
     for i, (spec, _) in enumerate(self.layers):
       sizes[which] = max(sizes[which], int(np.prod(shape)))
@@ -144,14 +147,16 @@ class Executor:
     if batch > self.batch:
       self._allocate(batch)
     which, shape, _ = self.plan[0]
-    padded = self._view(which, (batch,) + shape[1:])
-    conv.zero_border(xp, padded)
-    interior = padded[:, 1:-1, 1:-1]
+    x = self._view(which, (batch,) + shape[1:])
+    if len(shape) == 4:
+      conv.zero_border(xp, x)
+      interior = x[:, 1:-1, 1:-1]
+    else:
+      interior = x.reshape(images.shape)
     if subtract_mean:
       xp.subtract(images, self.mean, out=interior, casting="unsafe")
     else:
       xp.copyto(interior, images, casting="unsafe")
-    x = padded
     for i, (spec, (weight, bias)) in enumerate(self.layers):
       if i + 1 < len(self.layers):
         which, shape, _ = self.plan[i + 1]
@@ -175,18 +180,27 @@ class Executor:
                      self.out_buffer, relu=spec["relu"],
                      pool=spec["pool_after"])
       else:
-        if hasattr(weight, "matmul"):
-          weight.matmul(x, dst)
-        else:
-          xp.matmul(x, weight, out=dst)
-        dst += bias
-        if spec["relu"]:
-          xp.maximum(dst, 0, out=dst)
+        self.fc(spec, weight, bias, x, dst)
       x = dst
     logits = x
     if xp is not np:
       return xp.asnumpy(logits)
     return logits.copy()
+
+  def fc(self, spec, weight, bias, x, dst):
+    """One fully connected layer (+ ReLU): dst = x @ W + b."""
+    if hasattr(weight, "matmul"):
+      weight.matmul(x, dst)
+    else:
+      self.xp.matmul(x, weight, out=dst)
+    dst += bias
+    if spec["relu"]:
+      self.xp.maximum(dst, 0, out=dst)
+
+  def synchronize(self):
+    """Waits for queued GPU work (timing); a no-op on the CPU."""
+    if self.xp is not np:
+      self.xp.cuda.get_current_stream().synchronize()
 
   def predict(self, images, *, subtract_mean=True):
     """Softmax probabilities (fp32) for raw RGB images."""

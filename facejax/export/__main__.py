@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     print(f"error: {args.checkpoint}: cannot restore for export: {e}",
           file=sys.stderr)
     return 2
-  size = bundle.model.get("input_size")
-  if size is not None and tuple(bundle.mean_image.shape[:2]) != (size, size):
+  size = bundle.model["input_size"]
+  if tuple(bundle.mean_image.shape[:2]) != (size, size):
     print(f"error: {args.checkpoint}: mean_image is "
           f"{bundle.mean_image.shape[:2]} but model.input_size is {size}",
           file=sys.stderr)

@@ -67,7 +67,7 @@ def report(params, opt_state, rules: Sequence[tuple[str, str, float]],
     if mask is None:
       continue
     size = int(np.size(leaf))
-    kept = int(np.count_nonzero(np.asarray(mask)))
+    kept = int(jnp.count_nonzero(mask))  # On device: no host copy.
     row = {
         "name": name,
         "rule": resolved[name][0],
@@ -75,7 +75,7 @@ def report(params, opt_state, rules: Sequence[tuple[str, str, float]],
         "target_kept_fraction": float(target),
         "kept_fraction": kept / size if size else 1.0,
         "kept": kept,
-        "nonzeros": int(np.count_nonzero(np.asarray(leaf))),
+        "nonzeros": int(jnp.count_nonzero(leaf)),
         "size": size,
     }
     if step is not None:

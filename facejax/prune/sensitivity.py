@@ -119,28 +119,26 @@ def sweep(params, layers: Sequence[str] = DEFAULT_LAYERS,
     leaf = named[name]
     weights = np.asarray(jax.device_get(leaf))
     for rule in rules:
-      scores = rules_lib.scores(rule, weights)  # Once per layer and rule.
       for fraction in kept_fractions:
         key = (layer, rule, round(float(fraction), 9))
         if key in done:
           record(done[key])
           continue
         tic = time.perf_counter()
-        gamma = solve.gamma_for_scores(
-            scores, solve.kept_count(fraction, weights.size))
-        mask = scores > np.float32(gamma)
-        pruned = jnp.where(jnp.asarray(mask), leaf,
+        solution = solve.solve(rule, weights, fraction)
+        pruned = jnp.where(jnp.asarray(solution.mask), leaf,
                            jnp.zeros((), weights.dtype))
         trial = tree_lib.map_with_names(
             lambda n, p, pruned=pruned, name=name: pruned if n == name else p,
             params)
         accuracy = float(evaluate_fn(trial))
-        kept = int(np.count_nonzero(mask))
+        gamma = solution.gamma
         record({"layer": layer, "param": name, "rule": rule,
                 "target_kept_fraction": float(fraction),
-                "kept_fraction": kept / weights.size,
+                "kept_fraction": solution.kept_fraction,
                 "gamma": gamma if math.isfinite(gamma) else None,
-                "nonzeros": int(np.count_nonzero(weights * mask)),
+                "nonzeros": int(np.count_nonzero(
+                    weights[solution.mask])),
                 "size": int(weights.size), "accuracy": accuracy,
                 "seconds": time.perf_counter() - tic})
   return rows
@@ -186,6 +184,12 @@ def read_json(path: str) -> list[dict[str, Any]]:
     return list(json.load(f)["rows"])
 
 
+def _spans(lines) -> list[tuple[float, float]]:
+  """(min, max) kept percentage of each plotted line."""
+  return [(100 * min(x for x, _ in points), 100 * max(x for x, _ in points))
+          for points in lines.values()]
+
+
 def plot(rows: Sequence[dict[str, Any]], path: str, title: str = ""):
   """Accuracy against kept fraction (log x), one line per layer × rule.
 
@@ -225,6 +229,10 @@ def plot(rows: Sequence[dict[str, Any]], path: str, title: str = ""):
     ax.axhline(100 * baseline, color="grey", linestyle="--", linewidth=0.8,
                label="unpruned")
   ax.set_xscale("log")
+  ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 80, 100)
+           if any(lo <= t <= hi for lo, hi in _spans(lines))]
+  ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+  ax.minorticks_off()
   ax.invert_xaxis()
   ax.set_xlabel("weights kept in the layer (%)")
   ax.set_ylabel("accuracy (%)")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facejax import config_lib
 from facejax import tree as tree_lib
 
 
@@ -32,7 +33,7 @@ def random_params(abstract_params, rng: jax.Array, scheme: str,
                   "lecun_normal": jax.nn.initializers.lecun_normal(),
                   "glorot_uniform": jax.nn.initializers.glorot_uniform()}
   if scheme not in initializers:
-    raise ValueError(f"config.init.random must be one of "
+    raise config_lib.ConfigError(f"config.init.random must be one of "
                      f"{sorted(initializers)}, got {scheme!r}")
   leaves = tree_lib.named_leaves(abstract_params)
   keys = jax.random.split(rng, len(leaves))
@@ -53,7 +54,7 @@ def gaussian_layers(params, layers: Sequence[str], std: float, rng: jax.Array):
   keys = jax.random.split(rng, max(len(layers), 1))
   for key, layer in zip(keys, layers):
     if layer not in params:
-      raise ValueError(f"config.init.reinit names {layer!r}, which the model "
+      raise config_lib.ConfigError(f"config.init.reinit names {layer!r}, which the model "
                        f"does not have; layers are {sorted(params)}")
     kernel = params[layer]["kernel"]
     params[layer] = {
@@ -86,14 +87,14 @@ def merge_pretrained(model_params, pretrained: dict[str, Any],
       merged[layer] = leaves
       continue
     if layer not in pretrained:
-      raise ValueError(f"{source} has no layer {layer!r} (it has "
+      raise config_lib.ConfigError(f"{source} has no layer {layer!r} (it has "
                        f"{sorted(pretrained)}); add it to config.init.reinit "
                        "to initialise it instead")
     merged[layer] = {}
     for leaf, value in leaves.items():
       loaded = np.asarray(pretrained[layer][leaf])
       if loaded.shape != value.shape:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"{source}: {layer}/{leaf} has shape {loaded.shape} but the model "
             f"needs {value.shape}; check config.model (width, fc_width, "
             "input_size) or add the layer to config.init.reinit")

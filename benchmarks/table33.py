@@ -1,0 +1,229 @@
+"""Table 3.3 on this machine: original vs pruned, plus the issue-4 ratios.
+
+  OPENBLAS_NUM_THREADS=2 python benchmarks/table33.py [--runs 10] \
+      [--out-dir /tmp/facejax_bench] [--skip-peers] [--models full embedded]
+      [--device cpu|gpu]
+
+For each model shape (full VGG-16: 224×224, 2,622 classes; the embedded
+default: 64×64, width 0.125, fc_width 256, 50 classes) it builds seeded
+random weights, prunes fc6–fc8 to 5 % by magnitude (the layer-wise rule at
+one γ per layer, eq. 2.16), exports three blobs — original (dense fp32),
+pruned (CSR fp32), pruned fp16 (CSR fp16 + uint16, dense fp16 convs) — and
+runs ``python -m facejax.executor.bench`` on each in its own process, so
+peak resident memory is per blob. On the full shape it also times ONNX
+Runtime and PyTorch on the same dense weights. Machine, versions, SGEMM
+rate and bandwidth are measured in the same run and printed with the
+tables; results go to ``OUT_DIR/results.json``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from facejax.executor import blob as blob_lib
+from facejax.export import exporter
+from facejax.export import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {
+    "full": dict(num_classes=2622, width=1.0, fc_width=4096, input_size=224),
+    "embedded": dict(num_classes=50, width=0.125, fc_width=256,
+                     input_size=64),
+}
+VARIANTS = {  # name: (pruned, export options)
+    "original": (False, dict(precision="fp32", storage="dense")),
+    "pruned": (True, dict(precision="fp32")),
+    "pruned_fp16": (True, dict(precision="fp16")),
+}
+MB = 1e6
+
+
+def _child(args, threads):
+  env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads),
+             OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, "-m", "facejax.executor.bench"] +
+                       args, env=env, check=True, capture_output=True,
+                       text=True).stdout
+  return json.loads(out)
+
+
+def overhead_bytes(path):
+  """(header + manifest, padding) bytes of a blob."""
+  blob = blob_lib.open_blob(path)
+  arrays = sum(a.nbytes for a in blob.arrays.values())
+  size = blob.file_bytes
+  blob.close()
+  with open(path, "rb") as f:
+    manifest_len, payload = blob_lib.read_header(path, f.read(32), size)
+  header = blob_lib.HEADER.size + manifest_len
+  return header, size - header - arrays
+
+
+def build(model, out_dir, kept):
+  """Exports the three variants; returns {variant: path} and the params."""
+  shape = MODELS[model]
+  params = synthetic.random_params(shape["num_classes"], seed=0, **{
+      k: v for k, v in shape.items() if k != "num_classes"})
+  size = shape["input_size"]
+  mean = np.random.default_rng(1).uniform(80, 150, (size, size, 3))
+  names = [f"identity_{i:04d}" for i in range(shape["num_classes"])]
+  # The pruned copy shares the conv arrays; only fc6–fc8 are copied.
+  pruned = dict(params)
+  for layer in ("fc6", "fc7", "fc8"):
+    pruned[layer] = {"kernel": params[layer]["kernel"].copy(),
+                     "bias": params[layer]["bias"]}
+  masks = synthetic.prune_magnitude(pruned, kept)
+  paths = {}
+  for variant, (is_pruned, options) in VARIANTS.items():
+    path = os.path.join(out_dir, f"{model}_{variant}.fjx")
+    exporter.export_model(
+        path, pruned if is_pruned else params,
+        masks=masks if is_pruned else None, mean_image=mean.astype(np.float32),
+        class_names=names, model=shape, **options)
+    paths[variant] = path
+  del pruned, masks
+  return paths, params
+
+
+def print_table(model, results):
+  cols = list(results)
+  print(f"\nTable 3.3 — {model} ({', '.join(cols)}); medians, 2 threads")
+  def row(label, fn):
+    print(f"  {label:34}" + "".join(f"{fn(results[c]):>16}" for c in cols))
+  row("parameters (stored)", lambda r: f"{r['parameters_stored'] / 1e6:.2f} M")
+  row("offline storage", lambda r: f"{r['storage_bytes'] / MB:.1f} MB")
+  row("peak RSS, batch 1", lambda r: f"{r['batches']['1']['peak_rss_bytes'] / MB:.0f} MB")
+  row("weights in memory", lambda r: f"{r['weight_bytes'] / MB:.1f} MB")
+  for b in results[cols[0]]["batches"]:
+    row(f"activations+scratch, batch {b}",
+        lambda r, b=b: f"{r['batches'][b]['activation_bytes'] / MB:.1f} MB")
+  row("FLOPs per image", lambda r: f"{r['flops'] / 1e9:.2f} G")
+  for b in results[cols[0]]["batches"]:
+    row(f"inference batch {b}, median/p90",
+        lambda r, b=b: f"{r['batches'][b]['median_ms']:.1f}/"
+        f"{r['batches'][b]['p90_ms']:.1f} ms")
+    row(f"  per image, batch {b}",
+        lambda r, b=b: f"{r['batches'][b]['per_image_ms']:.1f} ms")
+  row("fc6-fc8 block, batch 1, median",
+      lambda r: f"{r['fc_block_batch1']['median_ms']:.2f} ms")
+  row("load (mmap+validate)", lambda r: f"{r['load_ms']:.1f} ms")
+  row("checksums", lambda r: f"{r['checksum_ms']:.0f} ms")
+  row("prepare (upcast, CSR split)", lambda r: f"{r['prepare_ms']:.0f} ms")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out-dir", default="/tmp/facejax_bench")
+  parser.add_argument("--runs", type=int, default=10)
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--kept", type=float, default=0.05)
+  parser.add_argument("--models", nargs="+", default=list(MODELS))
+  parser.add_argument("--skip-peers", action="store_true")
+  parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                      help="gpu: the executor on CuPy (peers are skipped)")
+  args = parser.parse_args()
+  os.makedirs(args.out_dir, exist_ok=True)
+  report = {"machine": _child(["--machine", "--threads", str(args.threads)],
+                              args.threads)}
+  m = report["machine"]
+  print(f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['threads']} threads; "
+        f"python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, "
+        f"{m['blas']}; SGEMM {m['sgemm_gflops']:.0f} GFLOP/s, copy "
+        f"{m['copy_gbps']:.1f} GB/s (read+write), read "
+        f"{m['read_gbps']:.1f} GB/s")
+  for model in args.models:
+    paths, dense_params = build(model, args.out_dir, args.kept)
+    results = {}
+    for variant, path in paths.items():
+      results[variant] = _child(
+          [path, "--runs", str(args.runs), "--threads", str(args.threads),
+           "--batch", "1", "8", "--device", args.device], args.threads)
+      results[variant]["overhead"] = overhead_bytes(path)
+    report[model] = results
+    print_table(model, results)
+    if model == "full" and not args.skip_peers and args.device == "cpu":
+      report["peers"] = run_peers(dense_params, paths["original"], args)
+    del dense_params
+    print_goals(model, report)
+  with open(os.path.join(args.out_dir, "results.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(report, f, indent=1)
+
+
+def run_peers(params, dense_blob, args):
+  """ORT and torch timings, and their agreement with the executor."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import peers  # pylint: disable=g-import-not-at-top
+  from facejax.executor import network  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  inputs = {b: rng.uniform(-120, 120, (b, 224, 224, 3)).astype(np.float32)
+            for b in (1, 8)}
+  executor = network.Executor(blob_lib.open_blob(dense_blob),
+                              threads=args.threads)
+  ours = network.softmax(executor.forward(inputs[1]))
+  executor.close()
+  out = {}
+  for name, fn in (("onnxruntime", peers.bench_ort),
+                   ("torch", peers.bench_torch)):
+    try:
+      timing, probs = fn(params, inputs, threads=args.threads,
+                         runs=args.runs, warmup=2)
+    except ImportError as e:
+      print(f"  {name}: not installed ({e})")
+      continue
+    timing["max_abs_prob_diff"] = float(np.max(np.abs(probs[:1] - ours)))
+    out[name] = timing
+    print(f"  {name} {timing['version']}: batch 1 "
+          f"{timing['1']['median_ms']:.1f} ms, batch 8 "
+          f"{timing['8']['median_ms']:.1f} ms (median); max |Δp| vs "
+          f"executor {timing['max_abs_prob_diff']:.2e}")
+  return out
+
+
+def print_goals(model, report):
+  """The issue-4 ratios, measured in this run."""
+  r, m = report[model], report["machine"]
+  dense_fc = r["original"]["fc_block_batch1"]["median_ms"]
+  print(f"\nGoals — {model}")
+  for variant in ("pruned", "pruned_fp16"):
+    fc = r[variant]["fc_block_batch1"]
+    floor_ms = fc["bytes"] / (m["copy_gbps"] * 1e9) * 1e3
+    read_floor_ms = fc["bytes"] / (m["read_gbps"] * 1e9) * 1e3
+    print(f"  {variant}: FC block {fc['median_ms']:.2f} ms = "
+          f"{fc['median_ms'] / dense_fc:.3f}× dense fp32 ({dense_fc:.2f} ms;"
+          f" goal ≤ 0.15); {fc['bytes'] / MB:.1f} MB in memory → "
+          f"{fc['median_ms'] / floor_ms:.2f}× the copy-bandwidth floor "
+          f"{floor_ms:.2f} ms, {fc['median_ms'] / read_floor_ms:.2f}× the "
+          "read floor (goal ≤ 1.5)")
+  original = r["original"]["storage_bytes"]
+  for variant in ("pruned", "pruned_fp16"):
+    header, padding = r[variant]["overhead"]
+    size = r[variant]["storage_bytes"]
+    print(f"  {variant}: storage {size / MB:.1f} MB = {size / original:.4f}×"
+          f" dense fp32 (goal ≤ 0.10 for fp16); header+manifest "
+          f"{header / size:.4%}, padding {padding / size:.4%} (goal < 0.1 %)")
+  rss = r["pruned_fp16"]["batches"]["1"]["peak_rss_bytes"]
+  print(f"  pruned_fp16: peak RSS at batch 1 {rss / MB:.0f} MB (goal ≤ 200;"
+        " thesis 402)")
+  for variant in r:
+    print(f"  {variant}: load {r[variant]['load_ms']:.1f} ms (goal < 50), "
+          f"checksums {r[variant]['checksum_ms']:.0f} ms")
+  ratio = (r["pruned_fp16"]["batches"]["1"]["median_ms"] /
+           r["original"]["batches"]["1"]["median_ms"])
+  print(f"  pruned/original forward at batch 1: {ratio:.3f} "
+        "(thesis TX1: 115/143 = 0.80)")
+  if model == "full" and report.get("peers"):
+    for peer, timing in report["peers"].items():
+      for b in ("1", "8"):
+        ours = r["original"]["batches"][b]["median_ms"]
+        print(f"  dense executor / {peer} at batch {b}: {ours:.1f} / "
+              f"{timing[b]['median_ms']:.1f} ms = "
+              f"{ours / timing[b]['median_ms']:.2f}× (goal ≤ 1.3 vs ORT)")
+
+
+if __name__ == "__main__":
+  main()
