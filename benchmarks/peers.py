@@ -7,24 +7,9 @@ reads pool5 flattened as (h, w, c), so their outputs are comparable to the
 executor's to float rounding.
 """
 
-import time
-
 import numpy as np
 
 from facejax.export import formats
-
-
-def _times_ms(fn, runs, warmup):
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn()
-    times.append((time.perf_counter() - start) * 1e3)
-  return {"median_ms": float(np.median(times)),
-          "p90_ms": float(np.percentile(times, 90)),
-          "min_ms": float(np.min(times)), "runs": runs}
 
 
 def onnx_model(params):
@@ -74,29 +59,25 @@ def onnx_model(params):
                                      ["N", size, size, 3])],
       [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
                                      ["N", None])], inits)
-  return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+  return helper.make_model(graph, ir_version=10,  # ORT 1.31 reads <= 13.
+                           opset_imports=[helper.make_opsetid("", 17)])
 
 
-def bench_ort(params, inputs, *, threads, runs, warmup):
-  """{batch: timing} and the probabilities of the first input."""
+def ort_runner(params, *, threads):
+  """fn(x) -> probabilities, on ONNX Runtime's CPU provider."""
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   options = ort.SessionOptions()
   options.intra_op_num_threads = threads
   options.inter_op_num_threads = 1
   session = ort.InferenceSession(onnx_model(params).SerializeToString(),
                                  options, providers=["CPUExecutionProvider"])
-  result = {"version": ort.__version__}
-  outputs = None
-  for batch, x in inputs.items():
-    run = lambda x=x: session.run(None, {"input": x})[0]
-    result[str(batch)] = _times_ms(run, runs, warmup)
-    if outputs is None:
-      outputs = run()
-  return result, outputs
+  run = lambda x: session.run(None, {"input": x})[0]
+  run.version = ort.__version__
+  return run
 
 
-def bench_torch(params, inputs, *, threads, runs, warmup):
-  """Eager PyTorch, channels-last convs, same weights and flatten order."""
+def torch_runner(params, *, threads):
+  """fn(x) -> probabilities: eager PyTorch, channels-last convs."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
   torch.set_num_threads(threads)
@@ -128,13 +109,8 @@ def bench_torch(params, inputs, *, threads, runs, warmup):
           h = F.relu(h, inplace=True)
     return torch.softmax(h, dim=1)
 
-  result = {"version": torch.__version__}
-  outputs = None
-  with torch.inference_mode():
-    for batch, x in inputs.items():
-      tensor = torch.from_numpy(x)
-      run = lambda t=tensor: forward(t)
-      result[str(batch)] = _times_ms(run, runs, warmup)
-      if outputs is None:
-        outputs = run().numpy()
-  return result, outputs
+  def run(x):
+    with torch.inference_mode():
+      return forward(torch.from_numpy(x)).numpy()
+  run.version = torch.__version__
+  return run

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 # ``smoke`` is for tests (seconds); ``full`` is VGG-16 on 224×224 real data.
 SIZES = {
     "full": dict(input_size=224, width=1.0, fc_width=4096),
-    "embedded": dict(input_size=64, width=0.125, fc_width=256),
+    "embedded": dict(input_size=64, width=0.125, fc_width=1024),
     "smoke": dict(input_size=32, width=0.0625, fc_width=32),
 }
 
@@ -118,8 +118,12 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
 def pruning_config() -> ml_collections.ConfigDict:
   """No pruning unless rules are given (see configs/prune.py)."""
   return ml_collections.ConfigDict(dict(
-      rules=(),  # ordered (regex, rule, kept_fraction)
-      schedule="one_shot",
+      # Ordered (regex, rule, final kept fraction) over parameter names;
+      # rule is "naive", "layer_wise", "neuron_wise" or "none" (§2.5.2).
+      rules=(),
+      schedule="one_shot",  # "one_shot", "iterative" or "cubic"
+      num_events=4,  # iterative cycles / cubic updates
+      end_fraction=0.5,  # of training, by which the final sparsity holds
   ))
 
 

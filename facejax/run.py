@@ -16,8 +16,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def print_summary(results: dict[str, Any], workdir: str) -> None:
   print(f"workdir: {workdir} (step {results['step']})")
-  for split in ("test", "val"):
-    if split in results:
-      r = results[split]
-      print(f"{split:>5}: top-1 {100 * r['top1']:.2f} %  "
+  if "pruning" in results:
+    from facejax import prune  # pylint: disable=g-import-not-at-top
+    print(prune.format_report(results["pruning"]["layers"]))
+  labels = {"val_before_pruning": "val before pruning",
+            "val_pruned_not_retrained": "val pruned, not retrained",
+            "test": "test", "val": "val"}
+  for key, label in labels.items():
+    if key in results:
+      r = results[key]
+      print(f"{label:>26}: top-1 {100 * r['top1']:.2f} %  "
             f"top-5 {100 * r['top5']:.2f} %  loss {r['loss']:.4f}")

@@ -25,11 +25,18 @@ class Tile:
 
 
 def plan_tiles(batch, height, width, channels, *, pool, tile_bytes,
-               itemsize=4) -> list[Tile]:
-  """Cuts a layer's output into tiles whose im2col fits ``tile_bytes``."""
+               itemsize=4, workers=1) -> list[Tile]:
+  """Cuts a layer's output into tiles whose im2col fits ``tile_bytes``.
+
+  With several workers a single image is cut into at least two tiles per
+  worker, so that no worker idles while another finishes the layer.
+  """
   row_bytes = width * 9 * channels * itemsize
   step = 2 if pool else 1
   rows = max(step, tile_bytes // row_bytes // step * step)
+  if workers > 1 and batch < 2 * workers:
+    share = -(-height // (2 * workers))
+    rows = min(rows, max(step, -(-share // step) * step))
   if rows >= height:
     images = max(1, min(batch, tile_bytes // (row_bytes * height)))
     return [Tile(n, min(n + images, batch), 0, height)
@@ -53,8 +60,8 @@ def zero_border(xp, padded) -> None:
   padded[:, :, -1] = 0
 
 
-def conv3x3(xp, padded, weight, bias, dst, tiles, col_buffer, out_buffer,
-            *, relu=True, pool=False):
+def conv3x3(xp, padded, weight, bias, dst, tiles, buffers, *, relu=True,
+            pool=False, workers=None):
   """One conv layer (+ ReLU, + 2×2/2 max-pool), thesis Fig. 2.2.
 
   Args:
@@ -65,11 +72,14 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, col_buffer, out_buffer,
     bias: (out,) float32.
     dst: output view, (N, H, W, out) or (N, H/2, W/2, out) with ``pool``.
     tiles: from ``plan_tiles``.
-    col_buffer: flat float32 scratch for the im2col tile.
-    out_buffer: flat float32 scratch for the GEMM output tile (plus half
-      again for the pool's row maxima).
+    buffers: one (im2col, GEMM output) pair of flat float32 scratch
+      arrays per worker; the GEMM output one holds half again for the
+      pool's row maxima.
     relu: apply ReLU.
     pool: apply a 2×2 stride-2 max-pool.
+    workers: a thread pool with ``len(buffers)`` threads, or None. Workers
+      take the next tile from a shared iterator, so a worker slowed by a
+      busy core simply takes fewer tiles.
   """
   batch, height_2, width_2, channels = padded.shape
   height, width = height_2 - 2, width_2 - 2
@@ -78,7 +88,8 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, col_buffer, out_buffer,
   patches = xp.lib.stride_tricks.as_strided(
       padded, shape=(batch, height, width, 3, 3, channels),
       strides=(s_n, s_h, s_w, s_h, s_w, s_c))
-  for t in tiles:
+
+  def one_tile(t, col_buffer, out_buffer):
     n, rows = t.n1 - t.n0, t.r1 - t.r0
     m = n * rows * width
     cols = col_buffer[:m * 9 * channels].reshape(
@@ -103,3 +114,15 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, col_buffer, out_buffer,
     else:
       xp.copyto(dst[t.n0:t.n1, t.r0:t.r1],
                 out.reshape(n, rows, width, out_channels))
+
+  if workers is None or len(buffers) == 1 or len(tiles) == 1:
+    for t in tiles:
+      one_tile(t, *buffers[0])
+    return
+  queue = iter(tiles)  # list iterators are safe to share under the GIL.
+
+  def drain(buffer_pair):
+    for t in queue:
+      one_tile(t, *buffer_pair)
+  for future in [workers.submit(drain, b) for b in buffers]:
+    future.result()

@@ -13,6 +13,7 @@ import concurrent.futures
 
 import numpy as np
 
+from facejax.executor import blas
 from facejax.executor import conv
 from facejax.executor import sparse
 
@@ -49,6 +50,11 @@ class Executor:
     self.pool = (concurrent.futures.ThreadPoolExecutor(threads)
                  if threads > 1 and device == "cpu" else None)
     self.threads = threads
+    # Our worker threads parallelise tiles and row blocks; BLAS stays
+    # single-threaded inside each (see blas.py for why).
+    self.workers = 1
+    if device == "cpu" and threads > 1 and blas.set_blas_threads(1):
+      self.workers = threads
     self.height, self.width = blob.input_size
     self.layers = []
     self.weight_bytes = 0
@@ -101,7 +107,8 @@ class Executor:
       if spec["kind"] == "conv":
         tiles = conv.plan_tiles(batch, height, width, channels,
                                 pool=spec["pool_after"],
-                                tile_bytes=self.tile_bytes)
+                                tile_bytes=self.tile_bytes,
+                                workers=self.workers)
         col, out = conv.tile_elements(tiles, width, channels, spec["out"])
         col_elems, out_elems = max(col_elems, col), max(out_elems, out)
         if spec["pool_after"]:
@@ -120,11 +127,12 @@ class Executor:
     sizes[which] = max(sizes[which], int(np.prod(shape)))
     self.plan, self.output = plan, (which, shape)
     self.arenas = [xp.zeros(s, np.float32) for s in sizes]
-    self.col_buffer = xp.zeros(max(col_elems, 1), np.float32)
-    self.out_buffer = xp.zeros(max(out_elems * 3 // 2, 1), np.float32)
+    self.buffers = [(xp.zeros(max(col_elems, 1), np.float32),
+                     xp.zeros(max(out_elems * 3 // 2, 1), np.float32))
+                    for _ in range(self.workers)]
     self.batch = batch
-    self.activation_bytes = sum(a.nbytes for a in self.arenas) + (
-        self.col_buffer.nbytes + self.out_buffer.nbytes)
+    self.activation_bytes = sum(a.nbytes for a in self.arenas) + sum(
+        c.nbytes + o.nbytes for c, o in self.buffers)
 
   def _view(self, which, shape):
     return self.arenas[which][:int(np.prod(shape))].reshape(shape)
@@ -168,7 +176,8 @@ class Executor:
         if batch != self.batch:
           tiles = conv.plan_tiles(batch, x.shape[1] - 2, x.shape[2] - 2,
                                   x.shape[3], pool=spec["pool_after"],
-                                  tile_bytes=self.tile_bytes)
+                                  tile_bytes=self.tile_bytes,
+                                  workers=self.workers)
         if len(shape) == 4:
           conv.zero_border(xp, dst)
           target = dst[:, 1:-1, 1:-1]
@@ -176,9 +185,11 @@ class Executor:
           h = (x.shape[1] - 2) // (2 if spec["pool_after"] else 1)
           w = (x.shape[2] - 2) // (2 if spec["pool_after"] else 1)
           target = dst.reshape(batch, h, w, spec["out"])
-        conv.conv3x3(xp, x, weight, bias, target, tiles, self.col_buffer,
-                     self.out_buffer, relu=spec["relu"],
-                     pool=spec["pool_after"])
+        conv.conv3x3(xp, x, weight, bias, target, tiles, self.buffers,
+                     relu=spec["relu"], pool=spec["pool_after"],
+                     # A CSR conv splits its own rows over the pool.
+                     workers=(self.pool if self.workers > 1 and
+                              not hasattr(weight, "matmul") else None))
       else:
         self.fc(spec, weight, bias, x, dst)
       x = dst
@@ -191,6 +202,14 @@ class Executor:
     """One fully connected layer (+ ReLU): dst = x @ W + b."""
     if hasattr(weight, "matmul"):
       weight.matmul(x, dst)
+    elif self.workers > 1 and weight.shape[1] >= 256 * self.workers:
+      # Column blocks of W are BLAS-ready (row stride = full width).
+      step = -(-weight.shape[1] // self.workers)
+      def block(c):
+        np.matmul(x, weight[:, c:c + step], out=dst[:, c:c + step])
+      for future in [self.pool.submit(block, c)
+                     for c in range(0, weight.shape[1], step)]:
+        future.result()
     else:
       self.xp.matmul(x, weight, out=dst)
     dst += bias

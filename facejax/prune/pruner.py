@@ -156,10 +156,10 @@ class Pruner:
         new_targets.append(None)
         continue
       target = self.schedule.kept_fraction(int(step), final)
-      previous = np.asarray(jax.device_get(mask), bool)
+      previous = (None if bool(jnp.all(mask))
+                  else np.asarray(jax.device_get(mask), bool))
       solution = solve.solve(rule, np.asarray(jax.device_get(leaf)), target,
-                             previous_mask=None if previous.all()
-                             else previous)
+                             previous_mask=previous)
       mask = _to_device_like(solution.mask, leaf)
       new_params.append(jnp.where(mask, leaf, jnp.zeros((), leaf.dtype)))
       new_masks.append(mask)

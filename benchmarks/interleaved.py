@@ -1,0 +1,77 @@
+"""Ratios under a shared, noisy CPU: contenders timed round-robin.
+
+On a 2-core box shared with other jobs, a run of one contender followed by
+a run of another compares two different machine loads (we saw 5×
+swings). Here every round runs each contender once, in turn, so all see
+the same load; the ratios use per-contender medians and minima.
+"""
+
+import time
+
+import numpy as np
+
+MB = 1e6
+
+
+def round_robin(contenders, rounds, warmup=2):
+  """{name: {median_ms, p90_ms, min_ms}} for {name: fn}."""
+  for fn in contenders.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in contenders}
+  for _ in range(rounds):
+    for name, fn in contenders.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: {"median_ms": float(np.median(t)),
+                 "p90_ms": float(np.percentile(t, 90)),
+                 "min_ms": float(np.min(t)), "runs": len(t)}
+          for name, t in times.items()}
+
+
+def fc_block(executor):
+  """A function running fc6–fc8 at batch 1, and the block's bytes."""
+  fcs = [(s, w) for s, w in executor.layers if s["kind"] == "fc"]
+  x = np.abs(np.random.default_rng(1).standard_normal(
+      (1, fcs[0][0]["in"]), dtype=np.float32))
+  outs = [np.zeros((1, s["out"]), np.float32) for s, _ in fcs]
+
+  def run():
+    h = x
+    for (spec, (weight, bias)), out in zip(fcs, outs):
+      executor.fc(spec, weight, bias, h, out)
+      h = out
+  size = sum(getattr(w, "nbytes", 0) + b.nbytes for _, (w, b) in fcs)
+  return run, size
+
+
+def read_pass(nbytes):
+  """Reads ``nbytes`` of fresh (not cached) memory once: the floor."""
+  src = np.ones(max(nbytes, 1 << 26) // 4, np.float32)
+  return lambda: src.view(np.int32).max(), src.nbytes
+
+
+def compare_fc(executors, rounds):
+  """FC blocks of several executors and a same-size memory read."""
+  contenders, sizes = {}, {}
+  for name, executor in executors.items():
+    contenders[f"fc_{name}"], sizes[name] = fc_block(executor)
+  biggest_sparse = max(v for k, v in sizes.items() if k != "original")
+  contenders["read_floor"], read_bytes = read_pass(4 * biggest_sparse)
+  result = round_robin(contenders, rounds)
+  read = result["read_floor"]
+  gbps = read_bytes / (read["min_ms"] * 1e-3) / 1e9
+  out = {"fc": result, "bytes": sizes, "read_gbps_in_run": gbps}
+  for name in executors:
+    floor_ms = sizes[name] / (gbps * 1e9) * 1e3
+    out[name] = {
+        "median_ms": result[f"fc_{name}"]["median_ms"],
+        "min_ms": result[f"fc_{name}"]["min_ms"],
+        "floor_ms": floor_ms,
+        "vs_dense_median": result[f"fc_{name}"]["median_ms"] /
+                           result["fc_original"]["median_ms"],
+        "vs_dense_min": result[f"fc_{name}"]["min_ms"] /
+                        result["fc_original"]["min_ms"],
+        "vs_floor_min": result[f"fc_{name}"]["min_ms"] / floor_ms}
+  return out
