@@ -14,8 +14,11 @@ from facejax.export import formats
 
 def onnx_model(params):
   """The VGG graph by hand: NHWC in, Transpose, Conv/Relu/MaxPool, Gemm."""
-  import onnx  # pylint: disable=g-import-not-at-top
-  from onnx import helper, numpy_helper, TensorProto  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from onnx import helper
+  from onnx import numpy_helper
+  from onnx import TensorProto
+  # pylint: enable=g-import-not-at-top
   nodes, inits = [], []
   names = formats.layer_order(params)
   nodes.append(helper.make_node("Transpose", ["input"], ["x0"],
@@ -79,7 +82,7 @@ def ort_runner(params, *, threads):
 def torch_runner(params, *, threads):
   """fn(x) -> probabilities: eager PyTorch, channels-last convs."""
   import torch  # pylint: disable=g-import-not-at-top
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
+  from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   names = formats.layer_order(params)
   weights = {}

@@ -96,7 +96,8 @@ def print_table(model, results):
     print(f"  {label:34}" + "".join(f"{fn(results[c]):>16}" for c in cols))
   row("parameters (stored)", lambda r: f"{r['parameters_stored'] / 1e6:.2f} M")
   row("offline storage", lambda r: f"{r['storage_bytes'] / MB:.1f} MB")
-  row("peak RSS, batch 1", lambda r: f"{r['batches']['1']['peak_rss_bytes'] / MB:.0f} MB")
+  row("peak RSS, batch 1",
+      lambda r: f"{r['batches']['1']['peak_rss_bytes'] / MB:.0f} MB")
   row("weights in memory", lambda r: f"{r['weight_bytes'] / MB:.1f} MB")
   for b in results[cols[0]]["batches"]:
     row(f"activations+scratch, batch {b}",

@@ -167,7 +167,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
 def sample_nuisance(rng: np.random.Generator) -> NuisanceParams:
   """Draws the nuisances of one image."""
   return NuisanceParams(
-      angle_deg=rng.normal(0, 7), scale=rng.uniform(.85, 1.15),
+      angle_deg=rng.normal(0, 7), scale=rng.uniform(1.0, 1.3),
       shift=(float(rng.uniform(-.06, .06)), float(rng.uniform(-.06, .06))),
       yaw=rng.uniform(-1, 1),
       mouth_open=max(0.0, rng.uniform(-.6, 1)), smile=rng.uniform(-.4, 1),
@@ -256,11 +256,16 @@ def _face_contour(p, n=40):
 
 
 def _background(rng, side):
+  # Muted like the walls and rooms behind real face crops: random colours
+  # pulled halfway to a random grey, so clutter varies but does not
+  # dominate the pixel statistics the way saturated noise would.
+  grey = rng.uniform(50, 200)
   base = rng.uniform(0, 255, (4, 4, 3)).astype(np.float32)
+  base = .45 * base + .55 * grey
   canvas = cv2.resize(base, (side, side), interpolation=cv2.INTER_CUBIC)
   canvas = np.clip(canvas, 0, 255).astype(np.uint8)
   for _ in range(rng.integers(3, 9)):
-    colour = _colour(rng)
+    colour = tuple(int(.45 * c + .55 * grey) for c in _colour(rng))
     x, y = (int(v) for v in rng.integers(0, side, 2))
     r = int(rng.integers(side // 16, side // 3))
     kind = rng.integers(3)

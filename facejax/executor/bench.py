@@ -78,9 +78,11 @@ def model_counts(blob) -> dict:
 def bench_blob(path, *, batches=(1, 8), runs=10, warmup=2, device="cpu",
                threads=2) -> dict:
   """All measurements of one blob (see module docstring)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from facejax.executor import blob as blob_lib  # pylint: disable=g-import-not-at-top
-  from facejax.executor import network  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from facejax.executor import blob as blob_lib
+  from facejax.executor import network
+  # pylint: enable=g-import-not-at-top
   result = {"blob": os.path.abspath(path), "device": device,
             "threads": threads, "storage_bytes": os.path.getsize(path)}
   loads = []

@@ -14,10 +14,10 @@ fp16, this file holds either per layer):
              ``ALIGN``; the file ends where the last array ends.
 
 Every array in the manifest is ``{"dtype", "shape", "offset", "nbytes",
-"crc32"}``, its offset counted from the payload offset. The rules are safetensors' (checked
-sizes, offsets tiling the payload, a manifest-size cap) plus the CSR
-invariants, so a truncated, flipped or edited file raises ``BlobError``
-before anything is allocated from it. The writer lives in
+"crc32"}``, its offset counted from the payload offset. The rules are
+safetensors' (checked sizes, offsets tiling the payload, a manifest-size
+cap) plus the CSR invariants, so a truncated, flipped or edited file
+raises ``BlobError`` before anything is allocated from it. The writer lives in
 ``facejax.export``; this module only reads, so the executor package can be
 copied to a device alone.
 """

@@ -75,8 +75,9 @@ def read_rgb(path: str) -> np.ndarray:
   try:
     from PIL import Image  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ImportError(f"{path}: reading this format needs OpenCV "
-                      "(pip install opencv-python-headless) or Pillow") from None
+    raise ImportError(
+        f"{path}: reading this format needs OpenCV "
+        "(pip install opencv-python-headless) or Pillow") from None
   with Image.open(path) as im:
     return np.asarray(im.convert("RGB"))
 

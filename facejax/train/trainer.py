@@ -333,11 +333,11 @@ def _initial_params(config, model, abstract_params, pixel_std: float):
   init_rng, reinit_rng = jax.random.split(rng)
   params = initial.random_params(abstract_params, init_rng, config.init.random,
                                  input_std=pixel_std)
-  if config.setup == "scratch" and config.init.weights is None:
-    return params
-  weights_path = config.init.weights or pretrained.embedded_base_model(config)
-  loaded, source = pretrained.load_layers(weights_path)
-  params = initial.merge_pretrained(params, loaded, config.init.reinit, source)
+  if config.setup != "scratch" or config.init.weights is not None:
+    weights = config.init.weights or pretrained.embedded_base_model(config)
+    loaded, source = pretrained.load_layers(weights)
+    params = initial.merge_pretrained(params, loaded, config.init.reinit,
+                                      source)
   return initial.gaussian_layers(params, config.init.reinit,
                                  config.init.reinit_std, reinit_rng)
 
