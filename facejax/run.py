@@ -4,18 +4,28 @@ from typing import Any
 
 import ml_collections
 
-JOBS = ("train",)
+JOBS = ("train", "sensitivity")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.job == "train":
     from facejax.train import trainer  # pylint: disable=g-import-not-at-top
     return trainer.train_and_evaluate(config, workdir)
+  if config.job == "sensitivity":
+    from facejax.prune import sensitivity_job  # pylint: disable=g-import-not-at-top
+    return sensitivity_job.run(config, workdir)
   raise ValueError(f"config.job must be one of {JOBS}, got {config.job!r}")
 
 
 def print_summary(results: dict[str, Any], workdir: str) -> None:
   print(f"workdir: {workdir} (step {results['step']})")
+  if "sensitivity" in results:
+    rows = results["sensitivity"]
+    print(f"{len(rows)} sweep points; plot {results['plot']}")
+    for row in rows:
+      print(f"  {row['layer']:<8} {row['rule']:<12}"
+            f" kept {row['kept_fraction']:.3f}  "
+            f"top-1 {100 * row['accuracy']:.2f} %")
   if "pruning" in results:
     from facejax import prune  # pylint: disable=g-import-not-at-top
     print(prune.format_report(results["pruning"]["layers"]))

@@ -124,19 +124,25 @@ def restore_for_export(path: str) -> ExportBundle:
   meta = read_meta(step_dir)
   tree = state_metadata(step_dir)
   wanted = {"params": tree["params"]}
-  masks_path = meta.get("masks_path")
+  masks_path = meta.get("masks_path") or []
   if masks_path:
-    node = tree
-    for key in masks_path:
-      node = node[key]
-    wanted["masks"] = node
+    # The subtree must sit at its saved path: orbax's partial restore hands
+    # back the target's own zeros for a key the checkpoint does not have.
+    source, dest = tree, wanted
+    for key in masks_path[:-1]:
+      source = source[key]
+      dest = dest.setdefault(key, {})
+    dest[masks_path[-1]] = source[masks_path[-1]]
   restored = _restore_subtree(os.path.join(step_dir, "state"), wanted)
+  masks = restored
+  for key in masks_path:
+    masks = masks[key]
   preprocess = _restore_subtree(
       os.path.join(step_dir, "preprocess"),
       ocp.StandardCheckpointer().metadata(
           os.path.join(step_dir, "preprocess")).item_metadata.tree)
   return ExportBundle(
-      params=restored["params"], masks=restored.get("masks"),
+      params=restored["params"], masks=masks if masks_path else None,
       mean_image=preprocess["mean_image"],
       class_names=list(meta["class_names"]), model=dict(meta["model"]),
       colour_order=meta["colour_order"], pruning=dict(meta["pruning"]),

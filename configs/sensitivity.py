@@ -1,0 +1,42 @@
+r"""Pruning sensitivity sweep (thesis Fig. 3.5), no retraining.
+
+  python -m facejax.main --config=configs/finetune.py    # the model to sweep
+  python -m facejax.main --config=configs/sensitivity.py
+  python -m facejax.main --config=configs/sensitivity.py \
+      --config.sensitivity.layers="('conv5_3', 'fc6')"
+
+Each layer alone, each rule, kept fraction 80 % down to 1 % (finer near the
+low end); validation top-1 after pruning. Writes sensitivity.{json,csv,png}
+in the workdir. On the embedded default it takes about a minute.
+"""
+
+import ml_collections
+
+from facejax import config_lib
+from facejax.prune import sensitivity
+
+GROUPS = {"size": ("embedded", tuple(config_lib.SIZES))}
+
+
+def get_config(arg=None):
+  size = config_lib.parse_variants(arg, GROUPS)["size"]
+  config = ml_collections.ConfigDict()
+  config.job = "sensitivity"
+  config.seed = 0
+  config.setup = "sensitivity"
+  config.model = config_lib.model_config(size)
+  config.data = config_lib.data_config("target")
+  config.data.generated.num_identities = 50
+  config.data.generated.images_per_identity = 60
+  config.init = ml_collections.ConfigDict(dict(weights="workdirs/finetune"))
+  config.train = config_lib.train_config()
+  config.sensitivity = ml_collections.ConfigDict(dict(
+      layers=sensitivity.DEFAULT_LAYERS,
+      rules=sensitivity.DEFAULT_RULES,
+      kept_fractions=sensitivity.DEFAULT_KEPT_FRACTIONS,
+  ))
+  if size == "smoke":
+    config.data.generated.num_identities = 6
+    config.data.generated.images_per_identity = 25
+    config.sensitivity.kept_fractions = (0.5, 0.1)
+  return config

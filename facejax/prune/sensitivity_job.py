@@ -1,0 +1,70 @@
+"""The sensitivity sweep as a job: ``config.job = "sensitivity"`` (Fig. 3.5).
+
+Loads a trained checkpoint, prunes each chosen layer alone with each rule
+to each kept fraction, and measures validation top-1 without retraining.
+When every swept layer is an FC layer, pool5 is computed once per image
+and only fc6–fc8 run per point. Rows are written as they come
+(``sensitivity.json``, ``.csv``), so an interrupted sweep resumes.
+"""
+
+import functools
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from facejax.data import dataset as dataset_lib
+from facejax.models import vgg16
+from facejax.prune import sensitivity
+from facejax.train import checkpoint
+from facejax.train import trainer
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Runs the sweep of ``config.sensitivity`` on ``config.init.weights``."""
+  os.makedirs(workdir, exist_ok=True)
+  bundle = checkpoint.restore_for_export(config.init.weights)
+  data = dataset_lib.load(config.data, image_size=config.model.input_size,
+                          workdir=workdir)
+  if data.class_names != bundle.class_names:
+    raise ValueError(f"{config.init.weights} was trained on other identities "
+                     "than config.data gives")
+  model = trainer.build_model(config, len(bundle.class_names))
+  mean_image = jnp.asarray(bundle.mean_image)
+  layers = tuple(config.sensitivity.layers)
+  from_pool5 = all(layer in vgg16.FC_NAMES for layer in layers)
+  val = data.val
+  if from_pool5:
+    val = trainer.pool5_split(bundle.params, data.val, mean_image, model,
+                              config.train.eval_batch_size)
+  eval_fn = jax.jit(functools.partial(trainer.eval_step, model=model,
+                                      from_pool5=from_pool5))
+
+  def evaluate_fn(params) -> float:
+    return trainer.evaluate(eval_fn, params, val, mean_image,
+                            config.train.eval_batch_size)["top1"]
+
+  json_path = os.path.join(workdir, "sensitivity.json")
+  previous = (sensitivity.read_json(json_path)
+              if os.path.exists(json_path) else ())
+  meta = {"weights": config.init.weights, "split": "validation",
+          "num_images": int(len(val.labels))}
+
+  def save(rows):
+    sensitivity.write_json(rows, json_path, meta)
+    sensitivity.write_csv(rows, os.path.join(workdir, "sensitivity.csv"))
+
+  rows = sensitivity.sweep(
+      jax.tree.map(np.asarray, bundle.params), layers,
+      tuple(config.sensitivity.rules),
+      tuple(config.sensitivity.kept_fractions), evaluate_fn,
+      previous_rows=previous, on_row=save)
+  save(rows)
+  png = os.path.join(workdir, "sensitivity.png")
+  sensitivity.plot(rows, png, title=f"pruning sensitivity, {len(val.labels)} "
+                   "validation images, no retraining")
+  logging.info("wrote %s", png)
+  return {"step": bundle.step, "sensitivity": rows, "plot": png}
