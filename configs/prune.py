@@ -47,11 +47,14 @@ def get_config(arg=None):
       reinit_std=0.01,
       random="he_normal",
   ))
-  # Retrain as the fine-tuned setup trains (Table 3.2): conv frozen.
-  config.optimizer = config_lib.optimizer_config((
-      ("conv.*", 0.0), ("fc[67]/kernel", 0.1), ("fc[67]/bias", 0.2),
-      ("fc8/kernel", 1.0), ("fc8/bias", 2.0)))
-  config.train = config_lib.train_config(num_epochs=15.0)
+  # Retraining: conv frozen, every FC layer at full rate (the fc-trained
+  # multipliers of Table 3.2) and base_lr 0.01. The thesis retrained ~70 k
+  # iterations; with the fine-tuning rates (0.001, fc6/fc7 × 0.1) the
+  # embedded model recovered only to 33 % from 17 % in 1,125 steps, with
+  # these it recovers fully in 4,500 (measured 2026-11-22).
+  config.optimizer = config_lib.optimizer_config(
+      (("conv.*", 0.0), (".*/kernel", 1.0), (".*/bias", 2.0)), base_lr=0.01)
+  config.train = config_lib.train_config(num_epochs=60.0)
   config.pruning = config_lib.pruning_config()
   config.pruning.rules = THESIS_RULES
   config.pruning.schedule = variants["schedule"]

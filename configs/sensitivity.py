@@ -36,7 +36,6 @@ def get_config(arg=None):
       kept_fractions=sensitivity.DEFAULT_KEPT_FRACTIONS,
   ))
   if size == "smoke":
-    config.data.generated.num_identities = 6
-    config.data.generated.images_per_identity = 25
+    config_lib.shrink_for_smoke_test(config)
     config.sensitivity.kept_fractions = (0.5, 0.1)
   return config
