@@ -64,7 +64,9 @@ def get_config(arg=None):
       random="he_normal",  # for layers the weights file does not have
   ))
   config.optimizer = config_lib.optimizer_config(lr_mult_rules(*mults))
-  config.train = config_lib.train_config(num_epochs=30.0)
+  # 100 epochs of 75 steps: cheap on cached pool5 features, and long enough
+  # for fc_trained, whose fc6/fc7 start from N(0, 0.01), to converge.
+  config.train = config_lib.train_config(num_epochs=100.0)
   config.pruning = config_lib.pruning_config()
   if size == "smoke":
     config_lib.shrink_for_smoke_test(config)

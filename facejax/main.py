@@ -42,6 +42,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
     config = _CONFIG.value
+    # ml_collections defers a config file's load error to the first access.
+    config.job  # pylint: disable=pointless-statement
   except (OSError, ValueError) as e:
     sys.exit(f"error: --config={flags.FLAGS['config'].config_filename}: "
              f"{_one_line(str(e))}")
