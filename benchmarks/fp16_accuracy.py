@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -11,10 +11,10 @@ The three setups of Table 3.2 are variants; a size variant may be added:
 With no data root and no init weights this runs the embedded default:
 generated faces of 50 new identities, and a base model pretrained on 200
 other generated identities (configs/pretrain.py) as the stand-in for VGG
-Face. The first run builds both (~7 minutes on 2 busy CPU cores), later
-runs reuse them (~1 minute). Measured so far (2026-11-22): validation top-1
-24 %, top-5 54 % for ``fine_tuned`` — the base model is still weak (see
-configs/pretrain.py), so this is below a raw-pixel nearest neighbour.
+Face. The first run builds both (~8 minutes on 2 CPU cores), later runs
+reuse them (~1 minute). Measured 2026-11-22 on the generated identities:
+fine_tuned val top-1 75 % / top-5 98 %, frozen 76 / 96, fc_trained 68 / 96
+(a raw-pixel nearest neighbour scores 30 %).
 """
 
 import ml_collections

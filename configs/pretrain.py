@@ -5,9 +5,8 @@ r"""Train VGG-16 from scratch: on generated faces this makes the base model.
 The embedded default trains on 200 generated identities (the stand-in for
 VGG Face's 2,622) and is what configs/finetune.py starts from; finetune
 builds it automatically on first use, in the cache directory. Takes about
-6 minutes on 2 CPU cores. Plain VGG-16 (no batch norm) under Caffe SGD
-learns slowly from scratch: with 8 epochs and the drops at 1/3 and 2/3 it
-reached only 10 % validation top-1 on the 200 identities.
+7 minutes on 2 CPU cores; measured validation top-1 61.8 %, top-5 89.3 %
+on the 200 identities (2026-11-22).
 """
 
 import ml_collections

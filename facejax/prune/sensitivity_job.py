@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facejax import config_lib
 from facejax.data import dataset as dataset_lib
 from facejax.models import vgg16
 from facejax.prune import sensitivity
@@ -30,8 +31,9 @@ def run(config, workdir: str) -> dict[str, Any]:
   data = dataset_lib.load(config.data, image_size=config.model.input_size,
                           workdir=workdir)
   if data.class_names != bundle.class_names:
-    raise ValueError(f"{config.init.weights} was trained on other identities "
-                     "than config.data gives")
+    raise config_lib.ConfigError(
+        f"config.init.weights: {config.init.weights} was trained on other "
+        "identities than config.data gives")
   model = trainer.build_model(config, len(bundle.class_names))
   mean_image = jnp.asarray(bundle.mean_image)
   layers = tuple(config.sensitivity.layers)

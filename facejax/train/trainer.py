@@ -187,8 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     state, mean_image, saved_meta = checkpoint.restore(
         mngr, latest, abstract_state, image_shape)
     if saved_meta["class_names"] != data.class_names:
-      raise ValueError(f"the checkpoint in {workdir} was trained on other "
-                       "identities than config.data gives; use a new workdir")
+      raise config_lib.ConfigError(
+          f"the checkpoint in {workdir} was trained on other identities "
+          "than config.data gives; use a new --workdir")
     logging.info("resumed from %s at step %d", workdir, latest)
   else:
     params = _initial_params(config, model, abstract_params,
@@ -198,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     mean_image = data.mean_image
   if latest is not None and pruner is not None:
     meta["pruning"] = saved_meta["pruning"]
-    meta["masks_path"] = saved_meta["masks_path"]
+    meta["masks_path"] = saved_meta.get("masks_path", [])
   mean_image = jnp.asarray(mean_image, jnp.float32)
 
   train_split, test_split, val_split = data.train, data.test, data.val
