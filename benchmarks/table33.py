@@ -5,7 +5,7 @@
       [--device cpu|gpu]
 
 For each model shape (full VGG-16: 224×224, 2,622 classes; the embedded
-default: 64×64, width 0.125, fc_width 256, 50 classes) it builds seeded
+default: 64×64, width 0.125, fc_width 1024, 50 classes) it builds seeded
 random weights, prunes fc6–fc8 to 5 % by magnitude (the layer-wise rule at
 one γ per layer, eq. 2.16), exports three blobs — original (dense fp32),
 pruned (CSR fp32), pruned fp16 (CSR fp16 + uint16, dense fp16 convs) — and
@@ -24,15 +24,16 @@ import sys
 
 import numpy as np
 
+from facejax import config_lib
 from facejax.executor import blob as blob_lib
 from facejax.export import exporter
 from facejax.export import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shapes of the config sizes, so the bench follows the defaults.
 MODELS = {
-    "full": dict(num_classes=2622, width=1.0, fc_width=4096, input_size=224),
-    "embedded": dict(num_classes=50, width=0.125, fc_width=256,
-                     input_size=64),
+    "full": dict(num_classes=2622, **config_lib.SIZES["full"]),
+    "embedded": dict(num_classes=50, **config_lib.SIZES["embedded"]),
 }
 VARIANTS = {  # name: (pruned, export options)
     "original": (False, dict(precision="fp32", storage="dense")),
