@@ -16,6 +16,7 @@ import numpy as np
 
 from facejax import config_lib
 from facejax import workspace
+from facejax.data import augment
 from facejax.data import folder
 from facejax.data import preprocess
 from facejax.data import split as split_lib
@@ -58,8 +59,24 @@ def generated_root(data_config, image_size: int) -> str:
   return root
 
 
+def _augmented(train: Split, seed: int, cache: str) -> Split:
+  """The training split with the five offline augmentations (§2.8.1)."""
+  source = getattr(train.images, "filename", None) or id(train.images)
+  path = os.path.join(cache, "train-augmented-" + workspace.fingerprint(
+      [str(source), len(train.labels), seed]) + ".npy")
+  copies = 1 + len(augment.TECHNIQUES)
+  if os.path.exists(path):
+    images = np.load(path, mmap_mode="r")
+    if len(images) == copies * len(train.labels):
+      return Split(images, np.tile(train.labels, copies))
+  logging.info("augmenting %d training images x%d into %s (once)",
+               len(train.labels), copies - 1, path)
+  images, labels = augment.expand(train.images, train.labels, seed, path)
+  return Split(images, labels)
+
+
 def load(data_config, image_size: int, workdir: str) -> Dataset:
-  """Indexes, splits, decodes and normalises the configured dataset."""
+  """Indexes, splits, decodes, augments and normalises the dataset."""
   root = data_config.root or generated_root(data_config, image_size)
   index = folder.scan_identity_folder(root)
   split = split_lib.load_or_make_split(
@@ -73,6 +90,9 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
         paths, image_size, cache, name)
     splits[name] = Split(images, split.labels(name)[kept])
     skipped.extend(skipped_paths)
+  if data_config.augment:
+    splits["train"] = _augmented(splits["train"], data_config.augment_seed,
+                                 cache)
   if skipped:
     logging.warning("skipped %d unreadable images, e.g. %s", len(skipped),
                     skipped[0])
