@@ -1,6 +1,7 @@
 """Pretrained weights for transfer learning.
 
-``config.init.weights`` may name a facejax checkpoint or workdir. With it
+``config.init.weights`` may name a facejax checkpoint or workdir, or a
+VGG Face release file (``facejax.porting``). With it
 unset, fine-tuning on the embedded default starts from the embedded base
 model: VGG-16 trained by ``configs/pretrain.py`` on the generated ``base``
 identities, the stand-in for VGG Face. It is trained on first use into the
@@ -13,6 +14,8 @@ import os
 from absl import logging
 import ml_collections
 
+from facejax import config_lib
+from facejax import porting
 from facejax import workspace
 from facejax.train import checkpoint
 
@@ -20,9 +23,20 @@ _CONFIGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
 def load_layers(path: str) -> tuple[dict, str]:
-  """``({layer: {"kernel", "bias"}}, description)`` from a weights path."""
+  """``({layer: {"kernel", "bias"}}, description)`` from a weights path.
+
+  ``path`` is a facejax workdir or checkpoint, or one of the published VGG
+  Face releases (Caffe ``.caffemodel``, MatConvNet ``.mat``, PyTorch
+  ``.pth``, Keras ``.h5``), converted to facejax's RGB, NHWC layout.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.init.weights: {path!r} does not exist")
+  if os.path.isfile(path):
+    try:
+      ported = porting.load(path)
+    except porting.FormatError as e:
+      raise config_lib.ConfigError(f"config.init.weights: {e}") from e
+    return ported.params, ported.source
   bundle = checkpoint.restore_for_export(path)
   return bundle.params, f"checkpoint {path} (step {bundle.step})"
 
