@@ -3,7 +3,8 @@
   python -m facejax.demo model.fjx --source SOURCE \
       [--detector haar|none] [--cascade FILE] [--margin 0.1] [--min-face 30]
       [--batch all|1] [--device cpu|gpu] [--threads 2] [--top 5]
-      [--threshold P] [--out DIR] [--no-display] [--max-frames N]
+      [--threshold P] [--out DIR] [--no-display] [--wait-ms 1]
+      [--max-frames N]
 
 SOURCE is ``camera:0``, a stream URL (``rtsp://user:pass@door/axis-media/
 media.amp`` for an AXIS door station, ``http://…``), a video file, or a
@@ -58,13 +59,16 @@ def parse_args(argv):
                            f"{DEFAULT_OUT}/ when there is no display)")
   parser.add_argument("--no-display", action="store_true",
                       help="never open a window")
+  parser.add_argument("--wait-ms", type=int, default=1,
+                      help="how long the window shows each frame; 0 waits "
+                           "for a key (to step through a folder)")
   parser.add_argument("--max-frames", type=int, default=0,
                       help="stop after this many frames (0: no limit)")
   args = parser.parse_args(argv)
   if args.threads < 1 or args.top < 1 or args.min_face < 1:
     parser.error("--threads, --top and --min-face must be at least 1")
-  if args.max_frames < 0:
-    parser.error("--max-frames must be 0 (no limit) or more")
+  if args.max_frames < 0 or args.wait_ms < 0:
+    parser.error("--max-frames and --wait-ms must be 0 or more")
   if not 0.0 <= args.margin <= 2.0:
     parser.error(f"--margin {args.margin}: expected a fraction in [0, 2]")
   if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -153,15 +157,17 @@ def run(args) -> int:
                                     top=args.top, threshold=args.threshold)
   window = writer = source = None
   try:
+    source = sources.open_source(args.source)
     if not args.no_display and overlay.display_available():
-      window = overlay.Window()
+      window = overlay.Window(args.wait_ms)
     if args.out or window is None:
       writer = overlay.JpegWriter(args.out or DEFAULT_OUT)
       if window is None:
         print(f"no display: writing annotated frames to {writer.folder}/",
               file=sys.stderr)
-    source = sources.open_source(args.source)
   except (sources.SourceError, OSError) as e:
+    if source is not None:
+      source.close()
     executor.close()
     blob.close()
     return _error(e)
@@ -202,8 +208,9 @@ def run(args) -> int:
         break
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
-  except sources.SourceError as e:
-    code = _error(e)
+  except (sources.SourceError, OSError) as e:  # A stream or --out failed.
+    _error(e)
+    code = 1
   finally:
     source.close()
     if window is not None:

@@ -37,10 +37,13 @@ class HaarDetector:
     if not os.path.isfile(path):
       raise DetectorError(f"--cascade {path}: no such cascade file (OpenCV's "
                           f"{DEFAULT_CASCADE} ships in cv2.data.haarcascades)")
-    self.cascade = cv2.CascadeClassifier(path)
+    problem = "OpenCV cannot load it as a cascade classifier XML file"
+    try:
+      self.cascade = cv2.CascadeClassifier(path)
+    except (cv2.error, SystemError) as e:  # A malformed XML file.
+      raise DetectorError(f"--cascade {path}: {problem}") from e
     if self.cascade.empty():
-      raise DetectorError(f"--cascade {path}: OpenCV cannot load it as a "
-                          "cascade classifier XML file")
+      raise DetectorError(f"--cascade {path}: {problem}")
     self.path = path
     self.scale_factor = scale_factor
     self.min_neighbors = min_neighbors

@@ -83,13 +83,14 @@ class DisplayLost(Exception):
 class Window:
   """Shows frames with ``cv2.imshow``; q or Esc asks to stop."""
 
-  def __init__(self):
+  def __init__(self, wait_ms: int = 1):
+    self.wait_ms = wait_ms  # 0: until a key is pressed.
     self.stop_requested = False
 
   def show(self, frame: np.ndarray):
     try:
       cv2.imshow(WINDOW, frame)
-      key = cv2.waitKey(1) & 0xFF
+      key = cv2.waitKey(self.wait_ms) & 0xFF
     except cv2.error as e:
       print(f"warning: cv2.imshow failed, writing frames instead: "
             f"{str(e).strip().splitlines()[-1]}", file=sys.stderr)

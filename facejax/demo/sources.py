@@ -62,6 +62,12 @@ class LatestFrameReader:
     self._thread = threading.Thread(target=self._run, daemon=True,
                                     name=f"reader {name}")
 
+  @property
+  def done(self) -> bool:
+    """Whether the thread has stopped reading (end of stream or error)."""
+    with self._cond:
+      return self._done
+
   def start(self) -> "LatestFrameReader":
     self._thread.start()
     return self
@@ -138,6 +144,9 @@ class LiveSource:
         if self.reader.error is not None:
           raise SourceError(f"--source {self.spec}: reading failed: "
                             f"{self.reader.error}")
+        if not self.reader.done:
+          raise SourceError(f"--source {self.spec}: no frame for "
+                            f"{self.stall_timeout_s:g} s")
         return
       index, image = item
       yield Frame(index, f"{self.spec} #{index}", image)
