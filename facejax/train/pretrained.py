@@ -8,6 +8,7 @@ identities, the stand-in for VGG Face. It is trained on first use into the
 cache directory and reused afterwards.
 """
 
+import fcntl
 import importlib.util
 import os
 
@@ -77,11 +78,17 @@ def embedded_base_model(config: ml_collections.ConfigDict) -> str:
   workdir = os.path.join(workspace.cache_dir(config.data.cache_dir),
                          "base_models", key)
   done_marker = os.path.join(workdir, "DONE")
-  if not os.path.exists(done_marker):
-    logging.info("building the embedded base model in %s "
-                 "(configs/pretrain.py; once)", workdir)
-    results = trainer.train_and_evaluate(pretrain, workdir)
-    with open(done_marker + ".tmp", "w", encoding="utf-8") as f:
-      f.write(repr(results))
-    os.replace(done_marker + ".tmp", done_marker)
+  if os.path.exists(done_marker):
+    return workdir
+  os.makedirs(workdir, exist_ok=True)
+  # One builder at a time: a second process waits, then finds DONE.
+  with open(os.path.join(workdir, ".lock"), "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(done_marker):
+      logging.info("building the embedded base model in %s "
+                   "(configs/pretrain.py; once)", workdir)
+      results = trainer.train_and_evaluate(pretrain, workdir)
+      with open(done_marker + ".tmp", "w", encoding="utf-8") as f:
+        f.write(repr(results))
+      os.replace(done_marker + ".tmp", done_marker)
   return workdir
