@@ -16,6 +16,7 @@ Restores always go against an abstract target.
 """
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -24,6 +25,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 ITEMS = ("state", "preprocess", "meta")
+
+
+class _NoItemMetadataWarning(logging.Filter):
+  """Orbax warns that an item directory has no step metadata whenever one
+  item is read on its own, which ``restore_for_export`` does on purpose."""
+
+  def filter(self, record):
+    return not str(record.msg).startswith("Metadata file does not exist")
+
+
+logging.getLogger("absl").addFilter(_NoItemMetadataWarning())
 
 
 def manager(workdir: str, *, max_to_keep: int = 2,
