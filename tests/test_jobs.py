@@ -69,3 +69,37 @@ def test_sensitivity_job_writes_table_and_plot(finetuned, tmp_path):
     assert os.path.getsize(tmp_path / name) > 0
   with open(tmp_path / "sensitivity.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect_reads_metadata_only(finetuned, tmp_path):
+  source, cache = finetuned
+  config = _config("prune", "one_shot,smoke", cache)
+  config.init.weights = source
+  run.run(config, str(tmp_path))
+  # pylint: disable=g-import-not-at-top
+  import json
+  import subprocess
+  # pylint: enable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, "-m", "facejax.inspect", str(tmp_path), "--json"],
+      capture_output=True, text=True, check=True, cwd=REPO)
+  info = json.loads(proc.stdout)
+  bundle = checkpoint.restore_for_export(str(tmp_path))
+  sizes = {f"{layer}/{leaf}": value.size
+           for layer, leaves in bundle.params.items()
+           for leaf, value in leaves.items()}
+  assert {r["name"]: r["size"] for r in info["params"]} == sizes
+  assert info["total_params"] == sum(sizes.values())
+  assert info["step"] == bundle.step
+  kept = {r["name"]: r["nonzeros"] for r in info["pruning"]["layers"]}
+  for layer in ("fc6", "fc7", "fc8"):
+    assert kept[f"{layer}/kernel"] == np.count_nonzero(
+        bundle.params[layer]["kernel"])
+  text = subprocess.run(
+      [sys.executable, "-m", "facejax.inspect", str(tmp_path)],
+      capture_output=True, text=True, check=True, cwd=REPO).stdout
+  assert "fc6/kernel" in text and "layer_wise" in text
+  missing = subprocess.run(
+      [sys.executable, "-m", "facejax.inspect", str(tmp_path / "nope")],
+      capture_output=True, text=True, cwd=REPO)
+  assert missing.returncode == 2 and "nope" in missing.stderr
