@@ -74,6 +74,9 @@ def data_config(identity_set: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       # <root>/<identity>/<image>.jpg; unset: the generated faces.
       root=config_dict.placeholder(str),
+      # A prepared facejax_faces TFDS directory (python -m
+      # facejax.data.build_tfds); when set it is used instead of ``root``.
+      tfds_dir=config_dict.placeholder(str),
       generated=dict(identity_set=identity_set, num_identities=0,
                      images_per_identity=0, seed=0),
       # Where decoded splits, generated data and base models are cached;

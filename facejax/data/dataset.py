@@ -59,9 +59,13 @@ def generated_root(data_config, image_size: int) -> str:
   return root
 
 
-def _augmented(train: Split, seed: int, cache: str) -> Split:
-  """The training split with the five offline augmentations (§2.8.1)."""
-  source = getattr(train.images, "filename", None) or id(train.images)
+def _augmented(train: Split, seed: int, cache: str, root: str) -> Split:
+  """The training split with the five offline augmentations (§2.8.1).
+
+  Cached beside the decoded split, keyed by the decode cache's file (whose
+  name changes with the images) or, for in-memory splits, the source root.
+  """
+  source = getattr(train.images, "filename", None) or root
   path = os.path.join(cache, "train-augmented-" + workspace.fingerprint(
       [str(source), len(train.labels), seed]) + ".npy")
   copies = 1 + len(augment.TECHNIQUES)
@@ -75,14 +79,24 @@ def _augmented(train: Split, seed: int, cache: str) -> Split:
   return Split(images, labels)
 
 
-def load(data_config, image_size: int, workdir: str) -> Dataset:
-  """Indexes, splits, decodes, augments and normalises the dataset."""
+def _tfds_splits(tfds_dir: str):
+  """Splits, class names and skipped files of a prepared TFDS dataset."""
+  from facejax.data import tfds_faces  # pylint: disable=g-import-not-at-top
+  builder = tfds_faces.load_builder(tfds_dir)
+  splits = {name: tfds_faces.load_split(name, builder=builder)
+            for name in split_lib.SPLIT_NAMES}
+  skipped = [path for paths in tfds_faces.build_metadata(builder).get(
+      "skipped_images", {}).values() for path in paths]
+  return splits, tfds_faces.class_names(builder), skipped
+
+
+def _folder_splits(data_config, image_size: int, workdir: str):
+  """Splits, class names, root and skipped files of an identity folder."""
   root = data_config.root or generated_root(data_config, image_size)
   index = folder.scan_identity_folder(root)
   split = split_lib.load_or_make_split(
       workdir, index, tuple(data_config.split), data_config.split_seed)
-  cache = os.path.join(workspace.cache_dir(data_config.cache_dir), "decoded",
-                       workspace.fingerprint(os.path.abspath(root)))
+  cache = _cache_of(data_config, root)
   splits, skipped = {}, []
   for name in split_lib.SPLIT_NAMES:
     paths = [os.path.join(index.root, p) for p in split.paths[name]]
@@ -90,9 +104,36 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
         paths, image_size, cache, name)
     splits[name] = Split(images, split.labels(name)[kept])
     skipped.extend(skipped_paths)
+  return splits, list(split.class_names), root, skipped
+
+
+def _cache_of(data_config, source: str) -> str:
+  return os.path.join(workspace.cache_dir(data_config.cache_dir), "decoded",
+                      workspace.fingerprint(os.path.abspath(source)))
+
+
+def load(data_config, image_size: int, workdir: str) -> Dataset:
+  """Indexes, splits, decodes, augments and normalises the dataset.
+
+  The source is a prepared TFDS dataset (``data_config.tfds_dir``, whose
+  split is fixed in the builder), else an identity folder
+  (``data_config.root``, or the generated faces) split in the workdir.
+  """
+  if data_config.tfds_dir:
+    splits, class_names, skipped = _tfds_splits(data_config.tfds_dir)
+    root = data_config.tfds_dir
+    side = splits["train"].images.shape[1]
+    if side != image_size:
+      raise config_lib.ConfigError(
+          f"config.data.tfds_dir holds {side}px images but "
+          f"config.model.input_size is {image_size}; rebuild it with "
+          f"--image_size={image_size}")
+  else:
+    splits, class_names, root, skipped = _folder_splits(
+        data_config, image_size, workdir)
   if data_config.augment:
     splits["train"] = _augmented(splits["train"], data_config.augment_seed,
-                                 cache)
+                                 _cache_of(data_config, root), root)
   if skipped:
     logging.warning("skipped %d unreadable images, e.g. %s", len(skipped),
                     skipped[0])
@@ -102,8 +143,9 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
     mean = np.broadcast_to(preprocess.channel_mean(splits["train"].images),
                            (image_size, image_size, 3)).astype(np.float32)
   else:
-    raise config_lib.ConfigError(f"config.data.mean must be 'pixel' or 'channel', got "
-                     f"{data_config.mean!r}")
+    raise config_lib.ConfigError(
+        f"config.data.mean must be 'pixel' or 'channel', got "
+        f"{data_config.mean!r}")
   return Dataset(train=splits["train"], test=splits["test"],
-                 val=splits["validation"], class_names=list(split.class_names),
+                 val=splits["validation"], class_names=class_names,
                  mean_image=mean, root=root, skipped_images=skipped)
