@@ -1,7 +1,7 @@
 r"""Prepares a face identity folder as a tensorflow-datasets dataset.
 
   python -m facejax.data.build_tfds --folder=/data/faces/facescrub \
-      --config=facescrub --image_size=224 --data_dir=~/tensorflow_datasets
+      --config=facescrub --image_size=224 --data_dir=$HOME/tensorflow_datasets
 
 Writes ``<data_dir>/facejax_faces/<config>[_<changes>]/1.0.0`` in the
 array_record format (no TensorFlow needed), with the thesis's 80/16/4 split
@@ -30,8 +30,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   config = tfds_faces.custom_config(args.config, image_size=args.image_size,
                                     seed=args.seed)
-  builder = tfds_faces.FaceFolder(config=config, data_dir=args.data_dir,
-                                  folder=args.folder)
+  builder = tfds_faces.FaceFolder(
+      config=config, data_dir=os.path.expanduser(args.data_dir),
+      folder=os.path.expanduser(args.folder))
   try:
     builder.download_and_prepare()
   except (FileNotFoundError, ValueError) as e:

@@ -92,7 +92,8 @@ def _tfds_splits(tfds_dir: str):
 
 def _folder_splits(data_config, image_size: int, workdir: str):
   """Splits, class names, root and skipped files of an identity folder."""
-  root = data_config.root or generated_root(data_config, image_size)
+  root = (os.path.expanduser(data_config.root) if data_config.root
+          else generated_root(data_config, image_size))
   index = folder.scan_identity_folder(root)
   split = split_lib.load_or_make_split(
       workdir, index, tuple(data_config.split), data_config.split_seed)
@@ -120,8 +121,8 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
   (``data_config.root``, or the generated faces) split in the workdir.
   """
   if data_config.tfds_dir:
-    splits, class_names, skipped = _tfds_splits(data_config.tfds_dir)
-    root = data_config.tfds_dir
+    root = os.path.expanduser(data_config.tfds_dir)
+    splits, class_names, skipped = _tfds_splits(root)
     side = splits["train"].images.shape[1]
     if side != image_size:
       raise config_lib.ConfigError(
