@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from facejax.executor import bench
+
 MB = 1e6
 
 
@@ -30,22 +32,6 @@ def round_robin(contenders, rounds, warmup=2):
           for name, t in times.items()}
 
 
-def fc_block(executor):
-  """A function running fc6–fc8 at batch 1, and the block's bytes."""
-  fcs = [(s, w) for s, w in executor.layers if s["kind"] == "fc"]
-  x = np.abs(np.random.default_rng(1).standard_normal(
-      (1, fcs[0][0]["in"]), dtype=np.float32))
-  outs = [np.zeros((1, s["out"]), np.float32) for s, _ in fcs]
-
-  def run():
-    h = x
-    for (spec, (weight, bias)), out in zip(fcs, outs):
-      executor.fc(spec, weight, bias, h, out)
-      h = out
-  size = sum(getattr(w, "nbytes", 0) + b.nbytes for _, (w, b) in fcs)
-  return run, size
-
-
 def read_pass(nbytes):
   """Reads ``nbytes`` of fresh (not cached) memory once: the floor."""
   src = np.ones(max(nbytes, 1 << 26) // 4, np.float32)
@@ -56,7 +42,7 @@ def compare_fc(executors, rounds):
   """FC blocks of several executors and a same-size memory read."""
   contenders, sizes = {}, {}
   for name, executor in executors.items():
-    contenders[f"fc_{name}"], sizes[name] = fc_block(executor)
+    contenders[f"fc_{name}"], sizes[name] = bench.fc_block(executor)
   biggest_sparse = max(v for k, v in sizes.items() if k != "original")
   contenders["read_floor"], read_bytes = read_pass(4 * biggest_sparse)
   result = round_robin(contenders, rounds)

@@ -53,8 +53,6 @@ def get_config(arg=None):
   config.setup = variants["setup"]
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("target")
-  config.data.generated.num_identities = 50
-  config.data.generated.images_per_identity = 60
   config.init = ml_collections.ConfigDict(dict(
       # A facejax checkpoint or workdir, or a VGG Face release; unset: the
       # embedded base model (built by configs/pretrain.py on first use).

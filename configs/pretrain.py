@@ -24,8 +24,6 @@ def get_config(arg=None):
   config.setup = "scratch"
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("base")
-  config.data.generated.num_identities = 200
-  config.data.generated.images_per_identity = 60
   config.init = ml_collections.ConfigDict(dict(
       weights=ml_collections.config_dict.placeholder(str),
       # He for every layer but fc8, which starts N(0, 0.01) as in Caffe's

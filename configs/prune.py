@@ -38,8 +38,6 @@ def get_config(arg=None):
   config.setup = "prune"
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("target")
-  config.data.generated.num_identities = 50
-  config.data.generated.images_per_identity = 60
   config.init = ml_collections.ConfigDict(dict(
       # The model to prune: by default configs/finetune.py's workdir.
       weights="workdirs/finetune",

@@ -26,8 +26,6 @@ def get_config(arg=None):
   config.setup = "sensitivity"
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("target")
-  config.data.generated.num_identities = 50
-  config.data.generated.images_per_identity = 60
   config.init = ml_collections.ConfigDict(dict(weights="workdirs/finetune"))
   config.train = config_lib.train_config()
   config.sensitivity = ml_collections.ConfigDict(dict(

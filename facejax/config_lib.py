@@ -10,6 +10,8 @@ from typing import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from facejax.data import synthetic
+
 
 
 class ConfigError(ValueError):
@@ -77,8 +79,12 @@ def data_config(identity_set: str) -> ml_collections.ConfigDict:
       # A prepared facejax_faces TFDS directory (python -m
       # facejax.data.build_tfds); when set it is used instead of ``root``.
       tfds_dir=config_dict.placeholder(str),
-      generated=dict(identity_set=identity_set, num_identities=0,
-                     images_per_identity=0, seed=0),
+      # The generator's defaults per set (base 200, target 50 identities),
+      # so every config that trains or evaluates on a set sees the same one.
+      generated=dict(
+          identity_set=identity_set,
+          num_identities=synthetic.DEFAULT_NUM_IDENTITIES[identity_set],
+          images_per_identity=synthetic.DEFAULT_IMAGES_PER_IDENTITY, seed=0),
       # Where decoded splits, generated data and base models are cached;
       # unset: $FACEJAX_CACHE, else ~/.cache/facejax.
       cache_dir=config_dict.placeholder(str),

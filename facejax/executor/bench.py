@@ -123,23 +123,32 @@ def bench_blob(path, *, batches=(1, 8), runs=10, warmup=2, device="cpu",
   return result
 
 
-def _fc_block(executor, runs, warmup):
-  """fc6–fc8 alone at batch 1, on random pool5 features."""
+def fc_block(executor):
+  """A function running fc6–fc8 alone at batch 1 on random pool5 features,
+  and the bytes of the block's weights."""
   xp = executor.xp
   fcs = [(s, w) for s, w in executor.layers if s["kind"] == "fc"]
   rng = xp.random.default_rng(1) if hasattr(xp.random, "default_rng") else (
       xp.random)
   x = xp.abs(rng.standard_normal((1, fcs[0][0]["in"]), dtype=xp.float32))
   outs = [xp.zeros((1, s["out"]), xp.float32) for s, _ in fcs]
+
   def run():
     h = x
     for (spec, (weight, bias)), out in zip(fcs, outs):
       executor.fc(spec, weight, bias, h, out)
       h = out
     executor.synchronize()
+
+  nbytes = sum(getattr(w, "nbytes", 0) + b.nbytes for _, (w, b) in fcs)
+  return run, nbytes
+
+
+def _fc_block(executor, runs, warmup):
+  """Timing summary of ``fc_block``."""
+  run, nbytes = fc_block(executor)
   entry = _summary(_times_ms(run, runs, warmup))
-  entry["bytes"] = sum(
-      getattr(w, "nbytes", 0) + b.nbytes for _, (w, b) in fcs)
+  entry["bytes"] = nbytes
   return entry
 
 
