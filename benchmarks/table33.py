@@ -115,6 +115,7 @@ def print_table(model, results):
   row("load (mmap+validate)", lambda r: f"{r['load_ms']:.1f} ms")
   row("checksums", lambda r: f"{r['checksum_ms']:.0f} ms")
   row("prepare (upcast, CSR split)", lambda r: f"{r['prepare_ms']:.0f} ms")
+  row("CSR kernel", lambda r: ", ".join(r.get("csr_kernels") or ["-"]))
 
 
 def main():
@@ -170,8 +171,13 @@ def run_inprocess(params, paths, args):
   executors = {v: network.Executor(blob_lib.open_blob(p),
                                    threads=args.threads)
                for v, p in paths.items()}
+  # The same fp16 blob through SciPy (fp32/int32 copies), so the compiled
+  # kernel's gain is measured under the same load.
+  executors["pruned_fp16_scipy"] = network.Executor(
+      blob_lib.open_blob(paths["pruned_fp16"]), threads=args.threads,
+      sparse_backend="scipy")
   out = {"fc": interleaved.compare_fc(executors, args.runs * 5)}
-  for v in ("pruned", "pruned_fp16"):
+  for v in [v for v in executors if v != "original"]:
     executors.pop(v).close()
   dense = executors["original"]
   rng = np.random.default_rng(2)
@@ -230,7 +236,7 @@ def print_goals(model, report):
   print(f"  [round-robin] read bandwidth in this run "
         f"{fc['read_gbps_in_run']:.1f} GB/s (machine probe: read "
         f"{m['read_gbps']:.1f}, copy {m['copy_gbps']:.1f} GB/s)")
-  for variant in ("original", "pruned", "pruned_fp16"):
+  for variant in fc["bytes"]:
     f = fc[variant]
     print(f"  [round-robin] FC block {variant}: median {f['median_ms']:.2f}"
           f" ms, min {f['min_ms']:.2f} ms; vs dense fp32 "

@@ -126,7 +126,7 @@ def test_csr_products_match_scipy_dense(batch, threads):
   x = rng.standard_normal((batch, 1000)).astype(np.float32)
   expected = x @ matrix.toarray().T
   pool = __import__("concurrent.futures").futures.ThreadPoolExecutor(2)
-  for backend in ("scipy", "numpy"):
+  for backend in ("auto", "scipy", "numpy"):  # auto: native if it builds.
     product = sparse.make_csr(matrix.indptr, matrix.indices.astype(np.uint16),
                               matrix.data, 1000, backend=backend, pool=pool,
                               threads=threads)

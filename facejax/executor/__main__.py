@@ -25,6 +25,10 @@ def parse_args(argv):
   parser.add_argument("--threads", type=int, default=2,
                       help="CPU threads for BLAS and CSR (default 2)")
   parser.add_argument("--top", type=int, default=5)
+  parser.add_argument("--sparse-backend", default="auto",
+                      choices=("auto", "native", "scipy", "numpy"),
+                      help="CPU CSR path: auto = the compiled kernel where a "
+                      "C compiler builds it, else SciPy, else NumPy")
   parser.add_argument("--verify", action="store_true",
                       help="also check every array's CRC-32 at load")
   args = parser.parse_args(argv)
@@ -48,8 +52,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     blob = blob_lib.open_blob(args.blob, verify_checksums=args.verify)
     executor = network.Executor(blob, device=args.device,
-                                threads=args.threads)
-  except (blob_lib.BlobError, FileNotFoundError, ImportError) as e:
+                                threads=args.threads,
+                                sparse_backend=args.sparse_backend)
+  except (blob_lib.BlobError, FileNotFoundError, ImportError,
+          RuntimeError) as e:  # RuntimeError: --sparse-backend native.
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"loaded {args.blob} in {(time.perf_counter() - start) * 1e3:.0f} ms"

@@ -76,7 +76,7 @@ def model_counts(blob) -> dict:
 
 
 def bench_blob(path, *, batches=(1, 8), runs=10, warmup=2, device="cpu",
-               threads=2) -> dict:
+               threads=2, sparse_backend="auto") -> dict:
   """All measurements of one blob (see module docstring)."""
   # pylint: disable=g-import-not-at-top
   import numpy as np
@@ -100,9 +100,12 @@ def bench_blob(path, *, batches=(1, 8), runs=10, warmup=2, device="cpu",
   result.update(model_counts(blob))
   result["formats"] = {s["name"]: s["storage"] for s in blob.layers}
   start = time.perf_counter()
-  executor = network.Executor(blob, device=device, threads=threads)
+  executor = network.Executor(blob, device=device, threads=threads,
+                              sparse_backend=sparse_backend)
   result["prepare_ms"] = (time.perf_counter() - start) * 1e3
   result["weight_bytes"] = executor.weight_bytes
+  result["csr_kernels"] = sorted({type(w).__name__ for s, (w, _)
+                                  in executor.layers if s["storage"] == "csr"})
   height, width = blob.input_size
   rng = np.random.default_rng(0)
   result["batches"] = {}
@@ -197,6 +200,9 @@ def main(argv=None) -> int:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--sparse-backend", default="auto",
+                      choices=("auto", "native", "scipy", "numpy"),
+                      help="CPU CSR path (auto: native kernel, else SciPy)")
   parser.add_argument("--json", help="also write the result here")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if not args.machine and not args.blob:
@@ -208,7 +214,8 @@ def main(argv=None) -> int:
   else:
     result = bench_blob(args.blob, batches=tuple(args.batch), runs=args.runs,
                         warmup=args.warmup, device=args.device,
-                        threads=args.threads)
+                        threads=args.threads,
+                        sparse_backend=args.sparse_backend)
   text = json.dumps(result, indent=1)
   if args.json:
     tmp = args.json + ".tmp"

@@ -1,11 +1,12 @@
 """The standalone forward pass: a validated blob in, fp32 logits out.
 
-NumPy on the CPU, CuPy on the GPU (``xp``); nothing else is needed (SciPy
-is used for CSR when present). Weights are stored in fp16 or fp32 and
-computed in fp32 (STYLE.md, Numerics): on the CPU NumPy has no fast fp16
-GEMM, so fp16 is a storage format upcast once at load, as TFLite does on
-CPUs; on the GPU the CSR kernel reads fp16 values and uint16 indices
-directly (gpu.py). Activation buffers are two arenas sized for the largest
+NumPy on the CPU, CuPy on the GPU (``xp``); nothing else is needed (a C
+compiler or SciPy speed up CSR when present). Weights are stored in fp16
+or fp32 and computed in fp32 (STYLE.md, Numerics): NumPy has no fast fp16
+GEMM, so dense fp16 layers are upcast once at load, as TFLite does on
+CPUs; CSR layers keep fp16 values and uint16 indices resident and convert
+inside the kernel, the compiled one on the CPU (sparse.py, native.py) and
+a CuPy raw kernel on the GPU (gpu.py). Activation buffers are two arenas sized for the largest
 layer, allocated at the first call and reused between layers and calls.
 """
 

@@ -1,8 +1,12 @@
 """CPU products with a CSR weight matrix (thesis eq. 2.19–2.23).
 
 ``y = x @ W`` where the blob stores ``A = W.T`` (rows = output neurons) as
-CSR. Two paths:
+CSR. Three paths, tried in this order by ``make_csr``:
 
+* Native (``csr_kernel.c``, compiled on first use by native.py): reads the
+  stored dtypes (fp16 values, uint16 indices: 4 bytes per non-zero instead
+  of 8), rows split by non-zeros over the thread pool; ctypes releases the
+  GIL during the call.
 * SciPy (float32 values, int32 indices): the rows are cut into one block
   per thread with equal non-zeros, and the blocks run in a thread pool —
   SciPy's sparsetools release the GIL, so the threads overlap.
@@ -77,6 +81,63 @@ class ScipyCSR:
     return out
 
 
+class NativeCSR:
+  """``x @ W`` through the compiled kernel, stored dtypes kept resident."""
+
+  def __init__(self, indptr, indices, data, columns, *, pool=None,
+               threads=1):
+    from facejax.executor import native  # pylint: disable=g-import-not-at-top
+    lib = native.load()
+    key = (np.dtype(data.dtype), np.dtype(indices.dtype))
+    if key not in native.KERNELS:
+      raise native.NativeUnavailable(
+          f"no kernel for {key[0]} values with {key[1]} indices")
+    self.kernel = getattr(lib, native.KERNELS[key])
+    self.lanes = native.LANES
+    # Private copies: compute from memory, not the mapped file.
+    self.indptr = np.array(indptr, np.int64)
+    self.indices = np.array(indices)
+    self.data = np.array(data)
+    self.rows = len(indptr) - 1
+    self.columns = columns
+    self.pool = pool
+    self.nbytes = self.indptr.nbytes + self.indices.nbytes + self.data.nbytes
+    parts = max(1, min(threads, int(self.indptr[-1]) // _MIN_NNZ_PER_THREAD))
+    self.row_blocks = split_rows(self.indptr, parts)
+
+  def matmul(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (M, rows) = x (M, columns) @ W."""
+    m = x.shape[0]
+    if x.shape[1] != self.columns or out.shape != (m, self.rows):
+      raise ValueError(f"CSR product: x {x.shape}, out {out.shape} for a "
+                       f"({self.columns}, {self.rows}) weight")
+    if m == 1:  # x and out are their own transposes.
+      lanes = 1
+      xt = np.ascontiguousarray(x.reshape(-1), np.float32)
+    else:  # Images side by side, padded to the kernel's register block.
+      lanes = -(-m // self.lanes) * self.lanes
+      xt = np.zeros((self.columns, lanes), np.float32)
+      xt[:, :m] = x.T
+    direct = m == 1 and out.dtype == np.float32 and out.flags.c_contiguous
+    yt = out if direct else np.empty((self.rows, lanes), np.float32)
+    args = (self.indptr.ctypes.data, self.indices.ctypes.data,
+            self.data.ctypes.data)
+
+    def run(block):
+      self.kernel(*args, block[0], block[1], xt.ctypes.data, lanes,
+                  yt.ctypes.data)
+
+    if self.pool is None or len(self.row_blocks) == 1:
+      for block in self.row_blocks:
+        run(block)
+    else:
+      for future in [self.pool.submit(run, b) for b in self.row_blocks]:
+        future.result()
+    if not direct:
+      out[...] = yt[:, :m].T
+    return out
+
+
 class NumpyCSR:
   """``x @ W`` with the stored dtypes kept (fp16/uint16), fp32 sums."""
 
@@ -111,12 +172,26 @@ class NumpyCSR:
     return out
 
 
+BACKENDS = ("auto", "native", "scipy", "numpy")
+
+
 def make_csr(indptr, indices, data, columns, *, backend="auto", pool=None,
              threads=1):
-  """A CSR product object; ``backend`` is "auto", "scipy" or "numpy"."""
-  if backend not in ("auto", "scipy", "numpy"):
-    raise ValueError(f"sparse backend {backend!r} not in auto/scipy/numpy")
-  if backend != "numpy":
+  """A CSR product object; ``backend`` is one of ``BACKENDS``.
+
+  "auto" takes the native kernel where it builds, else SciPy, else NumPy.
+  """
+  if backend not in BACKENDS:
+    raise ValueError(f"sparse backend {backend!r} not in {'/'.join(BACKENDS)}")
+  if backend in ("auto", "native"):
+    from facejax.executor import native  # pylint: disable=g-import-not-at-top
+    try:
+      return NativeCSR(indptr, indices, data, columns, pool=pool,
+                       threads=threads)
+    except native.NativeUnavailable:
+      if backend == "native":
+        raise
+  if backend in ("auto", "scipy"):
     try:
       return ScipyCSR(indptr, indices, data, columns, pool=pool,
                       threads=threads)
