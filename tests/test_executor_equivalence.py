@@ -149,3 +149,43 @@ def test_tile_plans_bound_the_scratch():
   assert sum(t.r1 - t.r0 for t in tiles) == 224
   tiles = conv.plan_tiles(8, 14, 14, 512, pool=False, tile_bytes=8 << 20)
   assert [(t.n0, t.n1) for t in tiles] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_winograd_matches_jax(setup, batch, monkeypatch):
+  """Every conv but the pruned CSR one through F(2×2, 3×3), with and
+  without the fused pool, against the JAX model."""
+  from facejax.executor import native  # pylint: disable=g-import-not-at-top
+  try:
+    native.load()
+  except native.NativeUnavailable as e:
+    pytest.skip(f"compiled kernels unavailable: {e}")
+  monkeypatch.setattr(network, "WINOGRAD_MIN_CHANNELS", 1)
+  for params, masks, ref in ((setup["dense"], None, setup["ref_dense"]),
+                             (setup["pruned"], setup["masks"],
+                              setup["ref_pruned"])):
+    path = str(setup["tmp"] / "winograd.fjx")
+    exporter.export_model(path, params, masks=masks,
+                          mean_image=setup["mean"],
+                          class_names=[f"id{i}" for i in range(CLASSES)],
+                          precision="fp32")
+    executor = network.Executor(blob_lib.open_blob(path), conv="winograd")
+    kinds = {s["name"]: type(w).__name__ for s, (w, _) in executor.layers}
+    assert kinds["conv1_1"] == kinds["conv5_3"] == "WinogradConv"
+    logits = np.concatenate([
+        executor.forward(setup["images"][i:i + batch])
+        for i in range(0, len(setup["images"]), batch)])
+    executor.close()
+    assert _rel(logits, ref) < 1e-4
+
+
+def test_im2col_is_kept_when_asked(setup):
+  path = str(setup["tmp"] / "im2col.fjx")
+  exporter.export_model(path, setup["dense"], mean_image=setup["mean"],
+                        class_names=[f"id{i}" for i in range(CLASSES)],
+                        precision="fp32")
+  executor = network.Executor(blob_lib.open_blob(path), conv="im2col")
+  assert all(isinstance(w, np.ndarray) or hasattr(w, "matmul")
+             for _, (w, _) in executor.layers)
+  with pytest.raises(ValueError, match="conv 'fft'"):
+    network.Executor(blob_lib.open_blob(path), conv="fft")

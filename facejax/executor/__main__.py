@@ -2,6 +2,7 @@
 
   python -m facejax.executor model.fjx IMAGE_OR_FOLDER \
       [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--verify]
+      [--conv auto|im2col|winograd] [--sparse-backend auto|native|scipy|numpy]
 
 Prints, per image, the top labels with softmax probabilities (thesis
 §2.9, test mode) and the time per batch. Needs NumPy only (SciPy, OpenCV
@@ -25,6 +26,11 @@ def parse_args(argv):
   parser.add_argument("--threads", type=int, default=2,
                       help="CPU threads for BLAS and CSR (default 2)")
   parser.add_argument("--top", type=int, default=5)
+  parser.add_argument("--conv", default="auto",
+                      choices=("auto", "im2col", "winograd"),
+                      help="CPU convolution: winograd is ~1.4x faster and "
+                      "holds 16/9 of the conv weights (auto: winograd "
+                      "where the C kernels build)")
   parser.add_argument("--sparse-backend", default="auto",
                       choices=("auto", "native", "scipy", "numpy"),
                       help="CPU CSR path: auto = the compiled kernel where a "
@@ -53,9 +59,10 @@ def main(argv=None) -> int:
     blob = blob_lib.open_blob(args.blob, verify_checksums=args.verify)
     executor = network.Executor(blob, device=args.device,
                                 threads=args.threads,
-                                sparse_backend=args.sparse_backend)
+                                sparse_backend=args.sparse_backend,
+                                conv=args.conv)
   except (blob_lib.BlobError, FileNotFoundError, ImportError,
-          RuntimeError) as e:  # RuntimeError: --sparse-backend native.
+          RuntimeError) as e:  # RuntimeError: a native kernel asked for.
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"loaded {args.blob} in {(time.perf_counter() - start) * 1e3:.0f} ms"

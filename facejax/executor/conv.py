@@ -25,17 +25,20 @@ class Tile:
 
 
 def plan_tiles(batch, height, width, channels, *, pool, tile_bytes,
-               itemsize=4, workers=1) -> list[Tile]:
+               itemsize=4, workers=1, pixel_columns=None,
+               tiles_per_worker=2) -> list[Tile]:
   """Cuts a layer's output into tiles whose im2col fits ``tile_bytes``.
 
-  With several workers a single image is cut into at least two tiles per
-  worker, so that no worker idles while another finishes the layer.
+  With several workers a single image is cut into at least
+  ``tiles_per_worker`` tiles per worker, so that no worker idles while
+  another finishes the layer. ``pixel_columns`` is the scratch per output
+  pixel in elements (im2col: 9·C; winograd.py asks for its own).
   """
-  row_bytes = width * 9 * channels * itemsize
+  row_bytes = width * (pixel_columns or 9 * channels) * itemsize
   step = 2 if pool else 1
   rows = max(step, tile_bytes // row_bytes // step * step)
-  if workers > 1 and batch < 2 * workers:
-    share = -(-height // (2 * workers))
+  if workers > 1 and batch < tiles_per_worker * workers:
+    share = -(-height // (tiles_per_worker * workers))
     rows = min(rows, max(step, -(-share // step) * step))
   if rows >= height:
     images = max(1, min(batch, tile_bytes // (row_bytes * height)))
@@ -45,10 +48,12 @@ def plan_tiles(batch, height, width, channels, *, pool, tile_bytes,
           for n in range(batch) for r in range(0, height, rows)]
 
 
-def tile_elements(tiles, width, channels, out_channels):
+def tile_elements(tiles, width, channels, out_channels, weight=None):
   """(im2col, GEMM output) elements the largest tile needs."""
-  most = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles)
-  return most * width * 9 * channels, most * width * out_channels
+  pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * width
+  if hasattr(weight, "scratch_elements"):  # Another algorithm (winograd.py).
+    return weight.scratch_elements(pixels, channels, out_channels)
+  return pixels * 9 * channels, pixels * out_channels
 
 
 def zero_border(xp, padded) -> None:
@@ -68,7 +73,8 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, buffers, *, relu=True,
     xp: numpy or cupy.
     padded: input (N, H+2, W+2, C) with a zero border.
     weight: object with ``matmul(x2d, out2d)`` computing x2d @ W, W of
-      shape (9·C, out), or a 2-D array W itself.
+      shape (9·C, out), or a 2-D array W itself, or an object with
+      ``run_tile`` that convolves a tile its own way (winograd.py).
     bias: (out,) float32.
     dst: output view, (N, H, W, out) or (N, H/2, W/2, out) with ``pool``.
     tiles: from ``plan_tiles``.
@@ -90,6 +96,10 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, buffers, *, relu=True,
       strides=(s_n, s_h, s_w, s_h, s_w, s_c))
 
   def one_tile(t, col_buffer, out_buffer):
+    if hasattr(weight, "run_tile"):
+      weight.run_tile(padded, t, col_buffer, out_buffer, bias, dst,
+                      relu=relu, pool=pool)
+      return
     n, rows = t.n1 - t.n0, t.r1 - t.r0
     m = n * rows * width
     cols = col_buffer[:m * 9 * channels].reshape(

@@ -1,7 +1,8 @@
-"""Builds and loads the compiled CSR kernel (``csr_kernel.c``).
+"""Builds and loads the compiled kernels: CSR products and Winograd.
 
-The kernel is compiled on first use with the machine's C compiler (``cc``,
-or ``$CC``) for the machine it runs on (``-march=native``; on a Jetson that
+``csr_kernel.c`` and ``winograd_kernel.c`` are compiled into one library
+on first use with the machine's C compiler (``cc``, or ``$CC``), for the
+machine it runs on (``-march=native``; on a Jetson that
 is the Cortex-A57/Carmel of the board), cached under
 ``$FACEJAX_CACHE/native`` (else ``~/.cache/facejax/native``, the cache of
 facejax/workspace.py, which the executor does not import), keyed by the
@@ -10,7 +11,8 @@ and renames, so concurrent first uses cannot load a half-written library.
 
 No compiler, or a compiler without ``_Float16``: ``load()`` raises
 ``NativeUnavailable`` with the reason, and the caller falls back to SciPy
-or NumPy. ``FACEJAX_NATIVE=0`` turns the kernel off.
+or NumPy, and convolutions to im2col. ``FACEJAX_NATIVE=0`` turns the
+kernels off.
 """
 
 import ctypes
@@ -23,7 +25,8 @@ import tempfile
 
 import numpy as np
 
-SOURCE = os.path.join(os.path.dirname(__file__), "csr_kernel.c")
+SOURCES = tuple(os.path.join(os.path.dirname(__file__), name)
+                for name in ("csr_kernel.c", "winograd_kernel.c"))
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
 LANES = 8  # Images per register block in the batched kernel (csr_kernel.c).
 _DISABLE_ENV = "FACEJAX_NATIVE"
@@ -64,13 +67,14 @@ def library_path(compiler: str) -> str:
   except (OSError, subprocess.SubprocessError) as e:
     raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
   key = hashlib.sha256()
-  with open(SOURCE, "rb") as f:
-    key.update(f.read())
+  for source in SOURCES:
+    with open(source, "rb") as f:
+      key.update(f.read())
   for part in (version, " ".join(FLAGS), platform.machine(), platform.node()):
     # The node is in the key because -march=native differs per machine
     # while a home cache may be shared between them.
     key.update(part.encode())
-  return os.path.join(_cache_root(), f"csr_kernel-{key.hexdigest()[:16]}.so")
+  return os.path.join(_cache_root(), f"kernels-{key.hexdigest()[:16]}.so")
 
 
 def build(compiler: str, path: str, flags=FLAGS) -> None:
@@ -79,16 +83,16 @@ def build(compiler: str, path: str, flags=FLAGS) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
   try:
-    done = subprocess.run([compiler, *flags, "-o", tmp, SOURCE],
+    done = subprocess.run([compiler, *flags, "-o", tmp, *SOURCES],
                           capture_output=True, text=True, timeout=300,
                           check=False)
     if done.returncode != 0:
       raise NativeUnavailable(
-          f"{compiler} could not build {SOURCE}: "
+          f"{compiler} could not build {', '.join(SOURCES)}: "
           f"{done.stderr.strip().splitlines()[-1:] or done.returncode}")
     os.replace(tmp, path)
   except (OSError, subprocess.SubprocessError) as e:
-    raise NativeUnavailable(f"{compiler} failed on {SOURCE}: {e}") from None
+    raise NativeUnavailable(f"{compiler} failed: {e}") from None
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
@@ -102,6 +106,10 @@ def declare(lib: ctypes.CDLL) -> None:
     fn.argtypes = [pointer, pointer, pointer, size, size, pointer, size,
                    pointer]
     fn.restype = None
+  lib.wino_input.argtypes = [pointer] + [size] * 7 + [pointer]
+  lib.wino_output.argtypes = [pointer, pointer] + [size] * 6 + [pointer] + (
+      [size] * 3)
+  lib.wino_input.restype = lib.wino_output.restype = None
 
 
 def load() -> ctypes.CDLL:
@@ -120,7 +128,7 @@ def load() -> ctypes.CDLL:
       _loaded = lib
     except (NativeUnavailable, OSError, AttributeError) as e:
       _loaded = e if isinstance(e, NativeUnavailable) else (
-          NativeUnavailable(f"cannot load the CSR kernel: {e}"))
+          NativeUnavailable(f"cannot load the compiled kernels: {e}"))
   if isinstance(_loaded, NativeUnavailable):
     raise _loaded
   return _loaded
