@@ -2,7 +2,6 @@
 
 import concurrent.futures
 import ctypes
-import shutil
 
 import numpy as np
 import pytest
@@ -10,9 +9,15 @@ import pytest
 from facejax.executor import native
 from facejax.executor import sparse
 
+try:
+  native.load()
+  _UNAVAILABLE = None
+except native.NativeUnavailable as e:  # No compiler, or no _Float16.
+  _UNAVAILABLE = str(e)
+
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("cc") or shutil.which("gcc")),
-    reason="no C compiler: the executor falls back to SciPy/NumPy")
+    _UNAVAILABLE is not None,
+    reason=f"{_UNAVAILABLE}: the executor falls back to SciPy/NumPy")
 
 ROWS, COLUMNS = 70, 3000
 
