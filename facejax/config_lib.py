@@ -94,6 +94,9 @@ def data_config(identity_set: str) -> ml_collections.ConfigDict:
       # The five offline augmentations of §2.8.1 on the training split (×6).
       augment=False,
       augment_seed=0,
+      # Table 2.4: keep the first n training images of each identity
+      # (configs/data_quantity.py); unset: all of them.
+      train_images_per_identity=config_dict.placeholder(int),
   ))
 
 

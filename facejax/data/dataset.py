@@ -97,12 +97,18 @@ def _folder_splits(data_config, image_size: int, workdir: str):
   index = folder.scan_identity_folder(root)
   split = split_lib.load_or_make_split(
       workdir, index, tuple(data_config.split), data_config.split_seed)
+  cache_names = {name: name for name in split_lib.SPLIT_NAMES}
+  count = data_config.train_images_per_identity
+  if count is not None:  # Table 2.4: n originals per identity.
+    split = split_lib.first_per_identity(split, "train", count)
+    # Its own decode cache, so the full split's is not replaced.
+    cache_names["train"] = f"train_first{count}"
   cache = _cache_of(data_config, root)
   splits, skipped = {}, []
   for name in split_lib.SPLIT_NAMES:
     paths = [os.path.join(index.root, p) for p in split.paths[name]]
     images, kept, skipped_paths = preprocess.cached_images(
-        paths, image_size, cache, name)
+        paths, image_size, cache, cache_names[name])
     splits[name] = Split(images, split.labels(name)[kept])
     skipped.extend(skipped_paths)
   return splits, list(split.class_names), root, skipped
@@ -121,6 +127,11 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
   (``data_config.root``, or the generated faces) split in the workdir.
   """
   if data_config.tfds_dir:
+    if data_config.train_images_per_identity is not None:
+      raise config_lib.ConfigError(
+          "config.data.train_images_per_identity needs an identity folder "
+          "(config.data.root or the generated faces), not "
+          "config.data.tfds_dir, whose split is fixed in the builder")
     root = os.path.expanduser(data_config.tfds_dir)
     splits, class_names, skipped = _tfds_splits(root)
     side = splits["train"].images.shape[1]

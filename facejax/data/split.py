@@ -111,6 +111,39 @@ def make_split(index: folder_lib.FolderIndex,
                fractions, seed)
 
 
+def first_per_identity(split: Split, split_name: str, count: int) -> Split:
+  """Keeps the first ``count`` images of every identity in one split.
+
+  The data-quantity experiment (§2.8.1, Table 2.4) trains on 5, 10, 20, 40
+  or 80 originals per identity, each set a subset of the larger ones. A
+  split lists each identity's images in its seeded shuffle, so taking the
+  first ``count`` draws a random subset, and a smaller ``count`` a subset of
+  it. The other splits are unchanged.
+
+  Raises:
+    ValueError: ``count`` is below 1, or an identity has fewer than
+      ``count`` images in the split; the message names the identities.
+  """
+  if count < 1:
+    raise ValueError(f"Images per identity must be at least 1, got {count}.")
+  labels = split.labels(split_name)
+  seen = np.zeros(len(split.class_names), np.int64)
+  kept = []
+  for path, label in zip(split.paths[split_name], labels):
+    if seen[label] < count:
+      kept.append(path)
+    seen[label] += 1
+  short = [f"{split.class_names[c]} ({n})" for c, n in enumerate(seen)
+           if n < count]
+  if short:
+    raise ValueError(
+        f"{count} {split_name} images per identity asked for, but identities "
+        "have fewer: " + ", ".join(short[:20])
+        + (" …" if len(short) > 20 else ""))
+  return dataclasses.replace(split, paths={**split.paths,
+                                           split_name: tuple(kept)})
+
+
 def save_split(split: Split, path: str) -> None:
   """Writes ``split`` as JSON: temporary file, then atomic rename."""
   record = {"version": _FORMAT_VERSION, "seed": split.seed,

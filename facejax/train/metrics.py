@@ -1,4 +1,4 @@
-"""Metrics on disk (``metrics.jsonl``) and progress on the console."""
+"""Metrics on disk (``metrics.jsonl``, TensorBoard events) and progress."""
 
 import json
 import math
@@ -7,25 +7,35 @@ import time
 
 from absl import logging
 
+from facejax.train import tensorboard_events
+
 
 class MetricsWriter:
   """Appends one JSON object per line to ``<workdir>/metrics.jsonl``.
 
   Each line is flushed and fsync'ed, so a run killed at any moment leaves
-  whole lines behind; a resumed run appends after them.
+  whole lines behind; a resumed run appends after them. The same values go
+  to TensorBoard as scalars ``<split>/<name>`` (``tensorboard --logdir
+  <workdir>/tensorboard``), written without TensorFlow, likewise flushed;
+  a resumed run adds an events file.
   """
 
   def __init__(self, workdir: str):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.events = tensorboard_events.EventFileWriter(
+        os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, values: dict[str, float]) -> None:
-    record = {"step": int(step), "split": split, "time": time.time()}
+    now = time.time()
+    record = {"step": int(step), "split": split, "time": now}
     record.update({k: float(v) for k, v in values.items()})
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    self.events.write_scalars(
+        step, {f"{split}/{k}": float(v) for k, v in values.items()}, now)
 
 
 def read_metrics(workdir: str) -> list[dict]:
