@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from facejax.executor import flags
+
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(
@@ -26,15 +28,7 @@ def parse_args(argv):
   parser.add_argument("--threads", type=int, default=2,
                       help="CPU threads for BLAS and CSR (default 2)")
   parser.add_argument("--top", type=int, default=5)
-  parser.add_argument("--conv", default="auto",
-                      choices=("auto", "im2col", "winograd"),
-                      help="CPU convolution: winograd is ~1.4x faster and "
-                      "holds 16/9 of the conv weights (auto: winograd "
-                      "where the C kernels build)")
-  parser.add_argument("--sparse-backend", default="auto",
-                      choices=("auto", "native", "scipy", "numpy"),
-                      help="CPU CSR path: auto = the compiled kernel where a "
-                      "C compiler builds it, else SciPy, else NumPy")
+  flags.add_compute_flags(parser)
   parser.add_argument("--verify", action="store_true",
                       help="also check every array's CRC-32 at load")
   args = parser.parse_args(argv)

@@ -23,6 +23,8 @@ import resource
 import sys
 import time
 
+from facejax.executor import flags
+
 
 def peak_rss_bytes() -> int:
   """Peak resident set of this process (VmHWM)."""
@@ -201,14 +203,7 @@ def main(argv=None) -> int:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--threads", type=int, default=2)
-  parser.add_argument("--conv", default="auto",
-                      choices=("auto", "im2col", "winograd"),
-                      help="CPU convolution: winograd is ~1.4x faster and "
-                      "holds 16/9 of the conv weights (auto: winograd "
-                      "where the C kernels build)")
-  parser.add_argument("--sparse-backend", default="auto",
-                      choices=("auto", "native", "scipy", "numpy"),
-                      help="CPU CSR path (auto: native kernel, else SciPy)")
+  flags.add_compute_flags(parser)
   parser.add_argument("--json", help="also write the result here")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if not args.machine and not args.blob:
