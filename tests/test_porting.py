@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 
+import porting_reference  # tests/, on the path under pytest.
 from facejax import porting
 from facejax.models import vgg16
 from facejax.porting import caffe
@@ -33,25 +34,6 @@ CONV, FC = vgg16.CONV_NAMES, vgg16.FC_NAMES
 
 
 # --- The original networks and their reference forward passes ---------------
-
-
-def _random_out_in(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Caffe/PyTorch layout: OIHW convs, (out, in) fc, fc6 over (C, H, W)."""
-  rng = np.random.default_rng(seed)
-  channels, previous, weights = vgg16.conv_channels(WIDTH), 3, {}
-  for name in CONV:
-    out = channels[name]
-    weights[name] = (rng.normal(0, math.sqrt(2 / (9 * previous)),
-                                (out, previous, 3, 3)),
-                     rng.normal(0, 0.1, out))
-    previous = out
-  previous *= (IMAGE_SIZE // 32) ** 2
-  for name, out in zip(FC, (FC_WIDTH, FC_WIDTH, NUM_CLASSES)):
-    weights[name] = (rng.normal(0, math.sqrt(2 / previous), (out, previous)),
-                     rng.normal(0, 0.1, out))
-    previous = out
-  return {k: (w.astype(np.float32), b.astype(np.float32))
-          for k, (w, b) in weights.items()}
 
 
 def _random_hwio(seed: int, fc_as_conv: bool) -> dict:
@@ -74,26 +56,6 @@ def _random_hwio(seed: int, fc_as_conv: bool) -> dict:
     previous = out
   return {k: (w.astype(np.float32), b.astype(np.float32))
           for k, (w, b) in weights.items()}
-
-
-def _forward_nchw(weights, images_nchw):
-  """Caffe's forward: OIHW cross-correlation, NCHW, (C, H, W) flatten."""
-  x = images_nchw.astype(np.float64)
-  for name in CONV:
-    weight, bias = weights[name]
-    windows = sliding_window_view(
-        np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    x = np.einsum("nchwij,ocij->nohw", windows, weight) + bias[:, None, None]
-    x = np.maximum(x, 0)
-    if name.endswith(("1_2", "2_2", "3_3", "4_3", "5_3")):
-      n, c, h, w = x.shape
-      x = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-  x = x.reshape(len(x), -1)
-  for name in FC:
-    weight, bias = weights[name]
-    x = x @ weight.T.astype(np.float64) + bias
-    x = np.maximum(x, 0) if name != "fc8" else x
-  return x
 
 
 def _forward_nhwc(weights, images_nhwc):
@@ -232,7 +194,7 @@ def _write_caffemodel(path, weights, *, v1: bool, packed: bool = True,
                               "layer-shape-unpacked"])
 def test_caffemodel_port_matches_nchw_bgr_forward(
     tmp_path, images_rgb, facejax_logits, v1, packed):
-  original = _random_out_in(seed=1)
+  original = porting_reference.random_out_in(seed=1)
   path = _write_caffemodel(tmp_path / "VGG_FACE.caffemodel", original,
                            v1=v1, packed=packed)
   ported = porting.load(str(path))
@@ -240,13 +202,13 @@ def test_caffemodel_port_matches_nchw_bgr_forward(
   for layer in ported.params.values():  # Not views into the file's bytes.
     assert all(a.flags.owndata and a.flags.writeable for a in layer.values())
   # Caffe's net sees the same pixels in BGR order, NCHW.
-  reference = _forward_nchw(original,
+  reference = porting_reference.forward_nchw(original,
                             images_rgb[..., ::-1].transpose(0, 3, 1, 2))
   _assert_logits_match(facejax_logits(ported.params, images_rgb), reference)
 
 
 def test_caffemodel_reader_keeps_blob_shapes(tmp_path):
-  original = _random_out_in(seed=2)
+  original = porting_reference.random_out_in(seed=2)
   layers = caffe.read_layers(str(_write_caffemodel(
       tmp_path / "v1.caffemodel", original, v1=True)))
   assert [l.name for l in layers][:3] == ["conv1_1", "relu1_1", "conv1_2"]
@@ -349,7 +311,7 @@ def test_pytorch_port_matches_torch_forward(tmp_path, images_rgb,
                                             facejax_logits, zipfile):
   torch = pytest.importorskip("torch")
   functional = torch.nn.functional
-  original = _random_out_in(seed=4)
+  original = porting_reference.random_out_in(seed=4)
   state = {f"{n}.{k}": torch.from_numpy(a)
            for n, (w, b) in original.items()
            for k, a in (("weight", w), ("bias", b))}
@@ -499,7 +461,7 @@ def test_full_size_fc6_regrouping_is_the_nchw_flatten():
 @pytest.fixture(scope="module")
 def caffemodel_bytes(tmp_path_factory):
   path = tmp_path_factory.mktemp("caffe") / "good.caffemodel"
-  _write_caffemodel(path, _random_out_in(seed=9), v1=True)
+  _write_caffemodel(path, porting_reference.random_out_in(seed=9), v1=True)
   return path.read_bytes()
 
 
@@ -520,7 +482,7 @@ def test_truncated_or_garbage_caffemodel_names_the_file(tmp_path,
 
 
 def test_missing_layer_is_named(tmp_path):
-  path = _write_caffemodel(tmp_path / "m.caffemodel", _random_out_in(11),
+  path = _write_caffemodel(tmp_path / "m.caffemodel", porting_reference.random_out_in(11),
                            v1=True, skip=("conv3_2",))
   with pytest.raises(porting.FormatError, match="'conv3_2' is missing"):
     porting.load(str(path))
@@ -530,13 +492,13 @@ def test_missing_layer_is_named(tmp_path):
 
 
 def test_wrong_shape_is_named(tmp_path):
-  weights = _random_out_in(12)
+  weights = porting_reference.random_out_in(12)
   weight, bias = weights["conv2_1"]
   weights["conv2_1"] = (weight[:, :-1], bias)  # One input channel short.
   path = _write_caffemodel(tmp_path / "s.caffemodel", weights, v1=False)
   with pytest.raises(porting.FormatError, match="'conv2_1'.*shape"):
     porting.load(str(path))
-  weights = _random_out_in(12)
+  weights = porting_reference.random_out_in(12)
   weight, bias = weights["fc6"]
   weights["fc6"] = (weight[:, :-32], bias)  # pool5 no longer square.
   path = _write_caffemodel(tmp_path / "f.caffemodel", weights, v1=False)
@@ -564,7 +526,7 @@ def test_finetune_starts_from_a_caffemodel(tmp_path):
   from facejax.train import trainer
   # pylint: enable=g-import-not-at-top
   path = _write_caffemodel(str(tmp_path / "VGG_FACE.caffemodel"),
-                           _random_out_in(5), v1=True)
+                           porting_reference.random_out_in(5), v1=True)
   spec = importlib.util.spec_from_file_location(
       "finetune_config", os.path.join(os.path.dirname(
           os.path.dirname(os.path.abspath(__file__))), "configs",

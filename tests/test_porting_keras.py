@@ -21,14 +21,13 @@ and give the logits of a NumPy forward pass in Caffe's own conventions.
 """
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 import pytest
 
+import porting_reference  # tests/, on the path under pytest.
 from facejax import porting
 from facejax.models import vgg16
 
@@ -42,45 +41,6 @@ HDF5_OBJECT_HEADER_LIMIT = 64512  # Keras's chunking threshold.
 
 
 # --- The original network: Caffe's layout ------------------------------------
-
-
-def _caffe_weights(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """OIHW convs on BGR input, (out, in) fc, fc6 over pool5's (C, H, W)."""
-  rng = np.random.default_rng(seed)
-  channels, previous, weights = vgg16.conv_channels(WIDTH), 3, {}
-  for name in CONV:
-    out = channels[name]
-    weights[name] = (rng.normal(0, math.sqrt(2 / (9 * previous)),
-                                (out, previous, 3, 3)),
-                     rng.normal(0, 0.1, out))
-    previous = out
-  previous *= SIDE * SIDE
-  for name, out in zip(FC, (FC_WIDTH, FC_WIDTH, NUM_CLASSES)):
-    weights[name] = (rng.normal(0, math.sqrt(2 / previous), (out, previous)),
-                     rng.normal(0, 0.1, out))
-    previous = out
-  return {k: (w.astype(np.float32), b.astype(np.float32))
-          for k, (w, b) in weights.items()}
-
-
-def _caffe_forward(weights, images_bgr_nchw):
-  """Caffe's forward in float64: NCHW, OIHW cross-correlation, CHW flatten."""
-  x = images_bgr_nchw.astype(np.float64)
-  for name in CONV:
-    weight, bias = weights[name]
-    windows = sliding_window_view(
-        np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    x = np.maximum(np.einsum("nchwij,ocij->nohw", windows, weight)
-                   + bias[:, None, None], 0)
-    if name in POOLED:
-      n, c, h, w = x.shape
-      x = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-  x = x.reshape(len(x), -1)
-  for name in FC:
-    weight, bias = weights[name]
-    x = x @ weight.T.astype(np.float64) + bias
-    x = np.maximum(x, 0) if name != "fc8" else x
-  return x
 
 
 def _to_keras(caffe):
@@ -177,7 +137,7 @@ def _save_weights(group, weights, *, layers, sort=False, as_str=False,
 
 @pytest.fixture(scope="module")
 def caffe():
-  return _caffe_weights(seed=21)
+  return porting_reference.random_out_in(seed=21)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +183,7 @@ def test_save_weights_layout_ports_to_the_caffe_network(
   _assert_equal_params(ported.params, _expected_facejax(caffe))
   assert ported.class_names is None and ported.mean_rgb is None
   # The Caffe network sees the same pixels in BGR order, NCHW.
-  reference = _caffe_forward(caffe, images_rgb[..., ::-1].transpose(0, 3, 1, 2))
+  reference = porting_reference.forward_nchw(caffe, images_rgb[..., ::-1].transpose(0, 3, 1, 2))
   logits = _facejax_logits(ported.params, images_rgb)
   np.testing.assert_allclose(logits, reference, rtol=1e-4,
                              atol=1e-4 * np.abs(reference).max())
