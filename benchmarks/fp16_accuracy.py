@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facejax import config_lib
 from facejax.data import dataset
 from facejax.executor import blob as blob_lib
 from facejax.executor import network
@@ -46,7 +47,8 @@ def main():
 
   with open(os.path.join(args.workdir, "config.json"), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
-  data = dataset.load(config.data, config.model.input_size, args.workdir)
+  data = dataset.load(config_lib.saved_data_config(config.data.to_dict()),
+                      config.model.input_size, args.workdir)
   split = data.test if args.split == "test" else data.val
   images, labels = np.asarray(split.images), split.labels
   bundle = checkpoint.restore_for_export(args.workdir)

@@ -15,6 +15,7 @@ import os
 import ml_collections
 import numpy as np
 
+from facejax import config_lib
 from facejax.data import dataset
 from facejax.data import nearest_neighbour
 from facejax.train import metrics
@@ -26,7 +27,8 @@ def main():
   args = parser.parse_args()
   with open(os.path.join(args.workdir, "config.json"), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
-  data = dataset.load(config.data, config.model.input_size, args.workdir)
+  data = dataset.load(config_lib.saved_data_config(config.data.to_dict()),
+                      config.model.input_size, args.workdir)
   final = {}
   for record in metrics.read_metrics(args.workdir):
     if record["split"] in ("test", "val"):

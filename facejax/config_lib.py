@@ -100,6 +100,21 @@ def data_config(identity_set: str) -> ml_collections.ConfigDict:
   ))
 
 
+def saved_data_config(saved: dict) -> ml_collections.ConfigDict:
+  """A workdir's ``config.json`` ``data`` section, with the keys added since
+  it was written at their defaults (older runs stay readable)."""
+  def merge(defaults, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+        merge(defaults[key], value)
+      else:
+        defaults[key] = value
+    return defaults
+  identity_set = saved.get("generated", {}).get("identity_set", "target")
+  return ml_collections.ConfigDict(
+      merge(data_config(identity_set).to_dict(), saved))
+
+
 def optimizer_config(lr_mults, base_lr=0.001) -> ml_collections.ConfigDict:
   """Caffe SGD (thesis §2.3, §3.1) with the thesis's hyper-parameters."""
   return ml_collections.ConfigDict(dict(

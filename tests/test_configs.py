@@ -77,3 +77,15 @@ def test_bad_flags_exit_with_one_line(flags, expected, tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith("error") and expected in lines[0], lines[0]
+
+
+def test_saved_data_config_fills_keys_added_later():
+  """A config.json written before ``tfds_dir`` existed stays readable."""
+  saved = config_lib.data_config("target").to_dict()
+  del saved["tfds_dir"], saved["train_images_per_identity"]
+  saved["split_seed"] = 7
+  saved["generated"]["num_identities"] = 9
+  data = config_lib.saved_data_config(saved)
+  assert data.tfds_dir is None and data.train_images_per_identity is None
+  assert data.split_seed == 7 and data.generated.num_identities == 9
+  assert data.generated.identity_set == "target"
