@@ -47,8 +47,15 @@ def compare_fc(executors, rounds):
   contenders["read_floor"], read_bytes = read_pass(4 * biggest_sparse)
   result = round_robin(contenders, rounds)
   read = result["read_floor"]
-  gbps = read_bytes / (read["min_ms"] * 1e-3) / 1e9
-  out = {"fc": result, "bytes": sizes, "read_gbps_in_run": gbps}
+  read_gbps = read_bytes / (read["min_ms"] * 1e-3) / 1e9
+  # The dense block is a GEMV over 521 MB: it reads memory faster than
+  # ``max`` does (on this VM 29 against 16 GB/s; ``max`` is compute-bound
+  # on one core), so the floor uses the faster of the two.
+  gemv_gbps = sizes["original"] / (result["fc_original"]["min_ms"] * 1e-3
+                                   ) / 1e9
+  gbps = max(read_gbps, gemv_gbps)
+  out = {"fc": result, "bytes": sizes, "read_gbps_in_run": gbps,
+         "max_pass_gbps": read_gbps, "dense_gemv_gbps": gemv_gbps}
   for name in executors:
     floor_ms = sizes[name] / (gbps * 1e9) * 1e3
     out[name] = {

@@ -246,7 +246,9 @@ def print_goals(model, report):
     return
   fc = inproc["fc"]
   print(f"  [round-robin] read bandwidth in this run "
-        f"{fc['read_gbps_in_run']:.1f} GB/s (machine probe: read "
+        f"{fc['read_gbps_in_run']:.1f} GB/s, the faster of a max() pass "
+        f"({fc['max_pass_gbps']:.1f}) and the dense FC GEMV "
+        f"({fc['dense_gemv_gbps']:.1f}) (machine probe: read "
         f"{m['read_gbps']:.1f}, copy {m['copy_gbps']:.1f} GB/s)")
   for variant in fc["bytes"]:
     f = fc[variant]
