@@ -5,6 +5,11 @@ r"""facejax's entry point: one config, one workdir, one job.
       --config.optimizer.base_lr=0.01 --workdir=workdirs/frozen
 
 ``--workdir`` defaults to ``workdirs/<config name>[_<variant>]``.
+
+Training is data-parallel over every device. Several processes (hosts, or
+one machine as in launch/two_process_local.sh) join with
+``--coordinator_address=host:port --num_processes=N --process_id=i``, the
+same command otherwise; process 0 prints and writes the metrics.
 """
 
 import logging as logging_lib
@@ -25,6 +30,15 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints and metrics go; default "
     "workdirs/<config name>[_<variant>].")
+# A launch detail, not part of the experiment: flags, not config keys, so
+# that config.json and checkpoints are the same for any process layout.
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 in a multi-process "
+    "run (jax.distributed); unset: one process.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's rank, 0 to --num_processes - 1.")
 
 
 class _QuietLibraries(logging_lib.Filter):
@@ -40,6 +54,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  try:
+    parallel.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                        _PROCESS_ID.value)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  if _COORDINATOR_ADDRESS.value and not parallel.is_main_process():
+    logging.set_verbosity(logging.WARNING)  # Process 0 reports progress.
   try:
     config = _CONFIG.value
     # ml_collections defers a config file's load error to the first access.
@@ -55,7 +77,8 @@ def main(argv):
     results = run.run(config, workdir)
   except (config_lib.ConfigError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  run.print_summary(results, workdir)
+  if parallel.is_main_process():
+    run.print_summary(results, workdir)
 
 
 def _one_line(message: str) -> str:

@@ -59,9 +59,15 @@ def save(mngr: ocp.CheckpointManager, step: int, state, mean_image,
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state,
-            image_shape: tuple[int, int, int]):
-  """Restores ``(state, mean_image, meta)`` of a step against a target."""
-  abstract_mean = {"mean_image": jax.ShapeDtypeStruct(image_shape, np.float32)}
+            image_shape: tuple[int, int, int], *, sharding=None):
+  """Restores ``(state, mean_image, meta)`` of a step against a target.
+
+  ``abstract_state``'s shardings say where the state goes; ``sharding``
+  where the mean image goes (with several processes, orbax reads each
+  array onto the devices that hold it).
+  """
+  abstract_mean = {"mean_image": jax.ShapeDtypeStruct(image_shape, np.float32,
+                                                      sharding=sharding)}
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state),
       preprocess=ocp.args.StandardRestore(abstract_mean),

@@ -5,9 +5,11 @@ VGG Face release file (``facejax.porting``). With it
 unset, fine-tuning on the embedded default starts from the embedded base
 model: VGG-16 trained by ``configs/pretrain.py`` on the generated ``base``
 identities, the stand-in for VGG Face. It is trained on first use into the
-cache directory and reused afterwards.
+cache directory and reused afterwards; the processes of a multi-process run
+train it together.
 """
 
+import contextlib
 import fcntl
 import importlib.util
 import os
@@ -16,6 +18,7 @@ from absl import logging
 import ml_collections
 
 from facejax import config_lib
+from facejax import parallel
 from facejax import porting
 from facejax import workspace
 from facejax.train import checkpoint
@@ -78,17 +81,33 @@ def embedded_base_model(config: ml_collections.ConfigDict) -> str:
   workdir = os.path.join(workspace.cache_dir(config.data.cache_dir),
                          "base_models", key)
   done_marker = os.path.join(workdir, "DONE")
-  if os.path.exists(done_marker):
+  # Every decision is process 0's, so that all processes of a run enter
+  # the (collective) training together or not at all.
+  if parallel.main_process_value(os.path.exists(done_marker)):
     return workdir
   os.makedirs(workdir, exist_ok=True)
-  # One builder at a time: a second process waits, then finds DONE.
-  with open(os.path.join(workdir, ".lock"), "w", encoding="utf-8") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not os.path.exists(done_marker):
+  # One builder at a time: another job waits, then finds DONE. The
+  # processes of one run build it together, data-parallel, under process
+  # 0's lock; process 0 marks it DONE.
+  with _lock_on_main_process(os.path.join(workdir, ".lock")):
+    if not parallel.main_process_value(os.path.exists(done_marker)):
       logging.info("building the embedded base model in %s "
                    "(configs/pretrain.py; once)", workdir)
       results = trainer.train_and_evaluate(pretrain, workdir)
-      with open(done_marker + ".tmp", "w", encoding="utf-8") as f:
-        f.write(repr(results))
-      os.replace(done_marker + ".tmp", done_marker)
+      if parallel.is_main_process():
+        with open(done_marker + ".tmp", "w", encoding="utf-8") as f:
+          f.write(repr(results))
+        os.replace(done_marker + ".tmp", done_marker)
+    parallel.sync(f"base model {key}")
   return workdir
+
+
+@contextlib.contextmanager
+def _lock_on_main_process(path: str):
+  """An exclusive file lock held by process 0; other processes pass."""
+  if not parallel.is_main_process():
+    yield
+    return
+  with open(path, "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield

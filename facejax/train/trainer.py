@@ -6,6 +6,11 @@ Rerunning it on the same workdir resumes from the latest checkpoint, and
 because the batch and the dropout key of step ``s`` are functions of
 ``(seed, s)`` alone, a resumed run ends with the same parameters as one
 that was never interrupted.
+
+Training is data-parallel (``facejax.parallel``): the global batch is split
+over every device of every process and the state is replicated. The batch
+and the key of a step do not depend on the device count either, so one
+device and many end with the same parameters up to the order of fp32 sums.
 """
 
 import functools
@@ -24,6 +29,7 @@ import optax
 from facejax.data import dataset as dataset_lib
 from facejax.data import pipeline
 from facejax import config_lib
+from facejax import parallel
 from facejax import prune
 from facejax.models import vgg16
 from facejax.train import checkpoint
@@ -99,12 +105,49 @@ def _network_input(images, mean_image, from_pool5: bool):
 # --- Evaluation --------------------------------------------------------------
 
 
+def _eval_indices(num_examples: int, batch_size: int):
+  """``(indices, mask)`` of each evaluation batch.
+
+  ``pipeline.eval_batches`` over the example numbers themselves, so that
+  the padding (example 0 repeated, mask 0) is exactly the pipeline's.
+  """
+  numbers = np.arange(num_examples)
+  for batch in pipeline.eval_batches(numbers, numbers, batch_size):
+    yield batch["image"], batch["mask"]
+
+
+def _examples(split: dataset_lib.Split, indices, mask=None):
+  """A function from global-batch rows to those rows' examples."""
+  labels = np.asarray(split.labels, np.int32)
+
+  def load_rows(rows):
+    batch = {"image": np.asarray(split.images[indices[rows]]),
+             "label": labels[indices[rows]]}
+    if mask is not None:
+      batch["mask"] = mask[rows]
+    return batch
+  return load_rows
+
+
 def evaluate(eval_fn, params, split: dataset_lib.Split, mean_image,
-             batch_size: int) -> dict[str, float]:
-  """Loss, top-1 and top-5 of a whole split, every example counted once."""
+             batch_size: int, mesh=None) -> dict[str, float]:
+  """Loss, top-1 and top-5 of a whole split, every example counted once.
+
+  Batches are made for ``mesh`` (default: every device), which ``eval_fn``'s
+  ``in_shardings`` split them over; the last one is padded and its padding
+  masked out, so the sums are exact.
+  """
+  mesh = mesh or parallel.data_mesh()
+  parallel.check_batch_size(batch_size, "config.train.eval_batch_size", mesh)
+  sharding = parallel.batch_sharding(mesh)
+  lockstep = parallel.needs_lockstep(mesh)
   sums = None
-  for batch in pipeline.eval_batches(split.images, split.labels, batch_size):
+  for indices, mask in _eval_indices(len(split.labels), batch_size):
+    batch = parallel.global_batch(_examples(split, indices, mask), batch_size,
+                                  sharding)
     out = eval_fn(params, batch, mean_image)
+    if lockstep:
+      jax.block_until_ready(out)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   count = max(float(sums["count"]), 1.0)
@@ -114,13 +157,25 @@ def evaluate(eval_fn, params, split: dataset_lib.Split, mean_image,
 
 
 def pool5_split(params, split: dataset_lib.Split, mean_image, model,
-                batch_size: int) -> dataset_lib.Split:
-  """Runs the frozen trunk once over a split (thesis §3.1)."""
-  fn = jax.jit(functools.partial(pool5_step, model=model))
+                batch_size: int, mesh=None) -> dataset_lib.Split:
+  """Runs the frozen trunk once over a split (thesis §3.1).
+
+  Batches are split over ``mesh`` (default: every device); every process
+  gets all the features.
+  """
+  mesh = mesh or parallel.data_mesh()
+  parallel.check_batch_size(batch_size, "config.train.eval_batch_size", mesh)
+  sharding = parallel.batch_sharding(mesh)
+  replicated = parallel.replicated(mesh)
+  fn = jax.jit(functools.partial(pool5_step, model=model),
+               in_shardings=(replicated, sharding, replicated),
+               out_shardings=sharding)
   chunks = []
-  for batch in pipeline.eval_batches(split.images, split.labels, batch_size):
-    features = np.asarray(fn(params, batch["image"], mean_image))
-    chunks.append(features[batch["mask"] > 0])
+  for indices, mask in _eval_indices(len(split.labels), batch_size):
+    images = parallel.global_batch(_examples(split, indices), batch_size,
+                                   sharding)["image"]
+    features = parallel.to_host(fn(params, images, mean_image))
+    chunks.append(features[mask > 0])
   return dataset_lib.Split(np.concatenate(chunks), split.labels)
 
 
@@ -139,12 +194,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     ``{"step", "test": {...}, "val": {...}}`` with loss, top-1 and top-5.
   """
+  # --- Devices ---------------------------------------------------------------
+  mesh = parallel.data_mesh()
+  parallel.check_batch_size(config.train.batch_size, "config.train.batch_size",
+                            mesh)
+  parallel.check_batch_size(config.train.eval_batch_size,
+                            "config.train.eval_batch_size", mesh)
+  replicated = parallel.replicated(mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
+  main_process = parallel.is_main_process()
+  logging.info("%d devices in %d process(es); %d images per device per step",
+               mesh.devices.size, jax.process_count(),
+               config.train.batch_size // mesh.devices.size)
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  if main_process:
+    _write_config(config, workdir)
 
   # --- Data ------------------------------------------------------------------
-  data = dataset_lib.load(config.data, image_size=config.model.input_size,
-                          workdir=workdir)
+  # Process 0 writes the split, decode caches and generated faces; the
+  # others read them.
+  data = parallel.main_process_first(
+      lambda: dataset_lib.load(config.data, image_size=config.model.input_size,
+                               workdir=workdir), f"data of {workdir}")
   num_classes = len(data.class_names)
   steps = total_steps(config.train, len(data.train.labels))
   logging.info("data: %d identities; %d train, %d test, %d val images; "
@@ -181,11 +252,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "config": json.loads(config.to_json_best_effort())}
   latest = mngr.latest_step()
   if latest is not None:
-    abstract_state = jax.eval_shape(
-        lambda p: {"params": p, "opt_state": tx.init(p),
-                   "step": jnp.int32(0)}, abstract_params)
+    abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        jax.eval_shape(lambda p: {"params": p, "opt_state": tx.init(p),
+                                  "step": jnp.int32(0)}, abstract_params))
     state, mean_image, saved_meta = checkpoint.restore(
-        mngr, latest, abstract_state, image_shape)
+        mngr, latest, abstract_state, image_shape, sharding=replicated)
     if saved_meta["class_names"] != data.class_names:
       raise config_lib.ConfigError(
           f"the checkpoint in {workdir} was trained on other identities "
@@ -200,32 +272,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if latest is not None and pruner is not None:
     meta["pruning"] = saved_meta["pruning"]
     meta["masks_path"] = saved_meta.get("masks_path", [])
-  mean_image = jnp.asarray(mean_image, jnp.float32)
+  state = parallel.replicate(state, mesh)
+  mean_image = parallel.replicate(jnp.asarray(mean_image, jnp.float32), mesh)
 
   train_split, test_split, val_split = data.train, data.test, data.val
   if from_pool5:
     logging.info("conv layers frozen: computing pool5 once per image")
     train_split, test_split, val_split = (
         pool5_split(state["params"], s, mean_image, model,
-                    config.train.eval_batch_size)
+                    config.train.eval_batch_size, mesh)
         for s in (data.train, data.test, data.val))
 
   # --- Step functions --------------------------------------------------------
+  # Batch split over the devices, state replicated: the gradient's mean
+  # over the batch becomes an all-reduce.
   jit_train = jax.jit(functools.partial(
       train_step, model=model, tx=tx, seed=config.seed,
-      from_pool5=from_pool5), donate_argnums=0)
+      from_pool5=from_pool5),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
   jit_eval = jax.jit(functools.partial(eval_step, model=model,
-                                       from_pool5=from_pool5))
+                                       from_pool5=from_pool5),
+                     in_shardings=(replicated, batch_sharding, replicated),
+                     out_shardings=replicated)
   batches = pipeline.TrainBatches(train_split.images, train_split.labels,
                                   config.train.batch_size, seed=config.seed)
-  writer = metrics_lib.MetricsWriter(workdir)
+  lockstep = parallel.needs_lockstep(mesh)
+  # One metrics file and one progress log: process 0's.
+  write = metrics_lib.MetricsWriter(workdir).write if main_process else _discard
   start = int(state["step"])
   progress = metrics_lib.Progress(start, steps)
   if pruner is not None and start == 0:
     _report_pruning_without_retraining(
         config.pruning, state["params"], functools.partial(
             evaluate, jit_eval, split=val_split, mean_image=mean_image,
-            batch_size=config.train.eval_batch_size), writer)
+            batch_size=config.train.eval_batch_size, mesh=mesh), write)
 
   # --- Loop ------------------------------------------------------------------
   try:
@@ -233,11 +314,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if pruner is not None and pruner.should_update(step):
         params, opt_state, rows = pruner.apply_masks_now(
             state["params"], state["opt_state"], step)
-        state = dict(state, params=params, opt_state=opt_state)
+        state = parallel.replicate(
+            dict(state, params=params, opt_state=opt_state), mesh)
         meta["pruning"] = {"schedule": config.pruning.schedule, "layers": rows}
         meta["masks_path"] = list(prune.masks_path(state))
-      state, train_metrics = jit_train(state, batches.batch_at(step),
-                                       mean_image)
+      # The global batch of this step; each process loads its rows only.
+      batch = parallel.global_batch(
+          _examples(train_split, batches.indices_at(step)),
+          config.train.batch_size, batch_sharding)
+      state, train_metrics = jit_train(state, batch, mean_image)
+      if lockstep:
+        jax.block_until_ready((state, train_metrics))
       done = step + 1
       if done % config.train.log_every_steps == 0 or done == steps:
         values = jax.device_get(train_metrics)
@@ -246,13 +333,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
               f"non-finite training loss at step {done} in {workdir}; lower "
               f"--config.optimizer.base_lr (now {config.optimizer.base_lr})")
         values["lr"] = float(schedule(step))
-        writer.write(done, "train", values)
-        progress.report(done, values)
+        write(done, "train", values)
+        if main_process:
+          progress.report(done, values)
       if done % config.train.eval_every_steps == 0 and done != steps:
         test = evaluate(jit_eval, state["params"], test_split, mean_image,
-                        config.train.eval_batch_size)
-        writer.write(done, "test", test)
-        logging.info("step %d test %s", done, _format(test))
+                        config.train.eval_batch_size, mesh)
+        write(done, "test", test)
+        if main_process:
+          logging.info("step %d test %s", done, _format(test))
       if done % config.train.checkpoint_every_steps == 0 or done == steps:
         checkpoint.save(mngr, done, state, mean_image, meta)
   finally:
@@ -272,11 +361,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         results[record["split"]] = record
   for name, split in (("test", test_split), ("val", val_split)):
     results[name] = evaluate(jit_eval, state["params"], split, mean_image,
-                             config.train.eval_batch_size)
-    writer.write(final_step, name, results[name])
-    logging.info("final %s: %s", name, _format(results[name]))
+                             config.train.eval_batch_size, mesh)
+    write(final_step, name, results[name])
+    if main_process:
+      logging.info("final %s: %s", name, _format(results[name]))
   mngr.close()
   return results
+
+
+def _discard(*unused_args) -> None:
+  """Metrics of processes other than 0: process 0 writes the same ones."""
 
 
 def _pixel_std(data: dataset_lib.Dataset) -> float:
@@ -315,7 +409,7 @@ def make_pruner(pruning_config, steps: int) -> prune.Pruner | None:
 
 
 def _report_pruning_without_retraining(pruning_config, params, evaluate_val,
-                                       writer) -> None:
+                                       write) -> None:
   """Validation accuracy before pruning and right after pruning to the final
   kept fractions, before any retraining (thesis §3.2.2: 83.38 %)."""
   before = evaluate_val(params=params)
@@ -323,8 +417,8 @@ def _report_pruning_without_retraining(pruning_config, params, evaluate_val,
   pruned, _, _ = one_shot.apply_masks_now(
       params, one_shot.wrap(optax.identity()).init(params), 0)
   after = evaluate_val(params=pruned)
-  writer.write(0, "val_before_pruning", before)
-  writer.write(0, "val_pruned_not_retrained", after)
+  write(0, "val_before_pruning", before)
+  write(0, "val_pruned_not_retrained", after)
   logging.info("validation before pruning %s; pruned, not retrained %s",
                _format(before), _format(after))
 
