@@ -12,7 +12,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     from facejax.train import trainer  # pylint: disable=g-import-not-at-top
     return trainer.train_and_evaluate(config, workdir)
   if config.job == "sensitivity":
-    from facejax.prune import sensitivity_job  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from facejax.prune import sensitivity_job
     return sensitivity_job.run(config, workdir)
   raise ValueError(f"config.job must be one of {JOBS}, got {config.job!r}")
 

@@ -59,11 +59,13 @@ def resolve_rules(names: Iterable[str], rules: Sequence[tuple[str, Any]],
   compiled = []
   for i, rule in enumerate(rules):
     if len(rule) != 2 or not isinstance(rule[0], str):
-      raise config_lib.ConfigError(f"{what} rule #{i} must be (regex, value), got {rule!r}")
+      raise config_lib.ConfigError(
+          f"{what} rule #{i} must be (regex, value), got {rule!r}")
     try:
       compiled.append((re.compile(rule[0]), rule[0], rule[1]))
     except re.error as e:
-      raise config_lib.ConfigError(f"{what} rule #{i}: bad regex {rule[0]!r}: {e}") from e
+      raise config_lib.ConfigError(
+          f"{what} rule #{i}: bad regex {rule[0]!r}: {e}") from e
   values = {}
   for name in names:
     for pattern, text, value in compiled:

@@ -482,7 +482,8 @@ def test_truncated_or_garbage_caffemodel_names_the_file(tmp_path,
 
 
 def test_missing_layer_is_named(tmp_path):
-  path = _write_caffemodel(tmp_path / "m.caffemodel", porting_reference.random_out_in(11),
+  path = _write_caffemodel(tmp_path / "m.caffemodel",
+                           porting_reference.random_out_in(11),
                            v1=True, skip=("conv3_2",))
   with pytest.raises(porting.FormatError, match="'conv3_2' is missing"):
     porting.load(str(path))

@@ -183,7 +183,8 @@ def test_save_weights_layout_ports_to_the_caffe_network(
   _assert_equal_params(ported.params, _expected_facejax(caffe))
   assert ported.class_names is None and ported.mean_rgb is None
   # The Caffe network sees the same pixels in BGR order, NCHW.
-  reference = porting_reference.forward_nchw(caffe, images_rgb[..., ::-1].transpose(0, 3, 1, 2))
+  reference = porting_reference.forward_nchw(
+      caffe, images_rgb[..., ::-1].transpose(0, 3, 1, 2))
   logits = _facejax_logits(ported.params, images_rgb)
   np.testing.assert_allclose(logits, reference, rtol=1e-4,
                              atol=1e-4 * np.abs(reference).max())

@@ -88,7 +88,8 @@ def _main(workdir, cache_dir, *extra):
   return [sys.executable, "-m", "facejax.main",
           "--config=configs/pretrain.py:smoke", f"--workdir={workdir}",
           f"--config.data.cache_dir={cache_dir}",
-          "--config.train.num_epochs=12", "--config.train.eval_every_steps=1000",
+          "--config.train.num_epochs=12",
+          "--config.train.eval_every_steps=1000",
           "--config.train.checkpoint_every_steps=10", *extra]
 
 

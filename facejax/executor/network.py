@@ -6,8 +6,9 @@ or fp32 and computed in fp32 (STYLE.md, Numerics): NumPy has no fast fp16
 GEMM, so dense fp16 layers are upcast once at load, as TFLite does on
 CPUs; CSR layers keep fp16 values and uint16 indices resident and convert
 inside the kernel, the compiled one on the CPU (sparse.py, native.py) and
-a CuPy raw kernel on the GPU (gpu.py). Activation buffers are two arenas sized for the largest
-layer, allocated at the first call and reused between layers and calls.
+a CuPy raw kernel on the GPU (gpu.py). Activation buffers are two arenas
+sized for the largest layer, allocated at the first call and reused
+between layers and calls.
 """
 
 import concurrent.futures

@@ -21,6 +21,7 @@ from facejax.data import dataset as dataset_lib
 from facejax.models import vgg16
 from facejax.prune import sensitivity
 from facejax.train import checkpoint
+from facejax.train import splits
 from facejax.train import trainer
 
 
@@ -40,14 +41,14 @@ def run(config, workdir: str) -> dict[str, Any]:
   from_pool5 = all(layer in vgg16.FC_NAMES for layer in layers)
   val = data.val
   if from_pool5:
-    val = trainer.pool5_split(bundle.params, data.val, mean_image, model,
-                              config.train.eval_batch_size)
+    val = splits.pool5_split(bundle.params, data.val, mean_image, model,
+                             config.train.eval_batch_size)
   eval_fn = jax.jit(functools.partial(trainer.eval_step, model=model,
                                       from_pool5=from_pool5))
 
   def evaluate_fn(params) -> float:
-    return trainer.evaluate(eval_fn, params, val, mean_image,
-                            config.train.eval_batch_size)["top1"]
+    return splits.evaluate(eval_fn, params, val, mean_image,
+                           config.train.eval_batch_size)["top1"]
 
   json_path = os.path.join(workdir, "sensitivity.json")
   previous = (sensitivity.read_json(json_path)

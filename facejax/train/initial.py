@@ -54,8 +54,9 @@ def gaussian_layers(params, layers: Sequence[str], std: float, rng: jax.Array):
   keys = jax.random.split(rng, max(len(layers), 1))
   for key, layer in zip(keys, layers):
     if layer not in params:
-      raise config_lib.ConfigError(f"config.init.reinit names {layer!r}, which the model "
-                       f"does not have; layers are {sorted(params)}")
+      raise config_lib.ConfigError(
+          f"config.init.reinit names {layer!r}, which the model does not "
+          f"have; layers are {sorted(params)}")
     kernel = params[layer]["kernel"]
     params[layer] = {
         "kernel": std * jax.random.normal(key, kernel.shape, kernel.dtype),

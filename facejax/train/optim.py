@@ -37,7 +37,8 @@ def lr_schedule(base_lr: float, total_steps: int,
   boundaries = {}
   for fraction in drops:
     if not 0.0 < fraction < 1.0:
-      raise config_lib.ConfigError(f"optimizer.lr_drops must lie in (0, 1), got {fraction}")
+      raise config_lib.ConfigError(
+          f"optimizer.lr_drops must lie in (0, 1), got {fraction}")
     step = int(round(fraction * total_steps))
     boundaries[step] = boundaries.get(step, 1.0) * drop_factor
   return optax.piecewise_constant_schedule(base_lr, boundaries)
@@ -96,7 +97,8 @@ def caffe_sgd(params, *, schedule: optax.Schedule, momentum: float,
   decay_by_name = tree_lib.resolve_rules(names, decay_mults, "decay_mult")
   for name, value in lr_by_name.items():
     if value < 0:
-      raise config_lib.ConfigError(f"lr_mult of {name} must be >= 0, got {value}")
+      raise config_lib.ConfigError(
+          f"lr_mult of {name} must be >= 0, got {value}")
   labels = tree_lib.map_with_names(
       lambda name, _: "frozen" if lr_by_name[name] == 0 else "trained",
       params)

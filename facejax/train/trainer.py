@@ -38,6 +38,7 @@ from facejax.train import losses
 from facejax.train import metrics as metrics_lib
 from facejax.train import optim
 from facejax.train import pretrained
+from facejax.train import splits
 
 
 def build_model(config: ml_collections.ConfigDict,
@@ -88,95 +89,10 @@ def eval_step(params, batch, mean_image, *, model, from_pool5: bool):
   return losses.classification_sums(logits, batch["label"], batch["mask"])
 
 
-def pool5_step(params, images, mean_image, *, model):
-  """The frozen trunk's output for a batch of uint8 images."""
-  _, features = model.apply({"params": params},
-                            _network_input(images, mean_image, False),
-                            return_features=True)
-  return features["pool5"]
-
-
 def _network_input(images, mean_image, from_pool5: bool):
   if from_pool5:
     return images  # Already pool5 features.
   return images.astype(jnp.float32) - mean_image  # §2.6: pixel-wise mean.
-
-
-# --- Evaluation --------------------------------------------------------------
-
-
-def _eval_indices(num_examples: int, batch_size: int):
-  """``(indices, mask)`` of each evaluation batch.
-
-  ``pipeline.eval_batches`` over the example numbers themselves, so that
-  the padding (example 0 repeated, mask 0) is exactly the pipeline's.
-  """
-  numbers = np.arange(num_examples)
-  for batch in pipeline.eval_batches(numbers, numbers, batch_size):
-    yield batch["image"], batch["mask"]
-
-
-def _examples(split: dataset_lib.Split, indices, mask=None):
-  """A function from global-batch rows to those rows' examples."""
-  labels = np.asarray(split.labels, np.int32)
-
-  def load_rows(rows):
-    batch = {"image": np.asarray(split.images[indices[rows]]),
-             "label": labels[indices[rows]]}
-    if mask is not None:
-      batch["mask"] = mask[rows]
-    return batch
-  return load_rows
-
-
-def evaluate(eval_fn, params, split: dataset_lib.Split, mean_image,
-             batch_size: int, mesh=None) -> dict[str, float]:
-  """Loss, top-1 and top-5 of a whole split, every example counted once.
-
-  Batches are made for ``mesh`` (default: every device), which ``eval_fn``'s
-  ``in_shardings`` split them over; the last one is padded and its padding
-  masked out, so the sums are exact.
-  """
-  mesh = mesh or parallel.data_mesh()
-  parallel.check_batch_size(batch_size, "config.train.eval_batch_size", mesh)
-  sharding = parallel.batch_sharding(mesh)
-  lockstep = parallel.needs_lockstep(mesh)
-  sums = None
-  for indices, mask in _eval_indices(len(split.labels), batch_size):
-    batch = parallel.global_batch(_examples(split, indices, mask), batch_size,
-                                  sharding)
-    out = eval_fn(params, batch, mean_image)
-    if lockstep:
-      jax.block_until_ready(out)
-    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = jax.device_get(sums)
-  count = max(float(sums["count"]), 1.0)
-  return {"loss": float(sums["loss"]) / count,
-          "top1": float(sums["top1"]) / count,
-          "top5": float(sums["top5"]) / count}
-
-
-def pool5_split(params, split: dataset_lib.Split, mean_image, model,
-                batch_size: int, mesh=None) -> dataset_lib.Split:
-  """Runs the frozen trunk once over a split (thesis §3.1).
-
-  Batches are split over ``mesh`` (default: every device); every process
-  gets all the features.
-  """
-  mesh = mesh or parallel.data_mesh()
-  parallel.check_batch_size(batch_size, "config.train.eval_batch_size", mesh)
-  sharding = parallel.batch_sharding(mesh)
-  replicated = parallel.replicated(mesh)
-  fn = jax.jit(functools.partial(pool5_step, model=model),
-               in_shardings=(replicated, sharding, replicated),
-               out_shardings=sharding)
-  chunks = []
-  for indices, mask in _eval_indices(len(split.labels), batch_size):
-    images = parallel.global_batch(_examples(split, indices), batch_size,
-                                   sharding)["image"]
-    features = parallel.to_host(fn(params, images, mean_image))
-    chunks.append(features[mask > 0])
-  return dataset_lib.Split(np.concatenate(chunks), split.labels)
 
 
 # --- The loop ----------------------------------------------------------------
@@ -241,7 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     tx = pruner.wrap(tx)
   frozen = optim.frozen_names(abstract_params, config.optimizer.lr_mults)
   trunk_frozen = all(f"{name}/{leaf}" in frozen
-                     for name in vgg16.CONV_NAMES for leaf in ("kernel", "bias"))
+                     for name in vgg16.CONV_NAMES
+                     for leaf in ("kernel", "bias"))
   from_pool5 = bool(config.train.cache_frozen_features and trunk_frozen)
 
   # --- Checkpoint restore, or initial parameters -----------------------------
@@ -279,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if from_pool5:
     logging.info("conv layers frozen: computing pool5 once per image")
     train_split, test_split, val_split = (
-        pool5_split(state["params"], s, mean_image, model,
+        splits.pool5_split(state["params"], s, mean_image, model,
                     config.train.eval_batch_size, mesh)
         for s in (data.train, data.test, data.val))
 
@@ -305,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if pruner is not None and start == 0:
     _report_pruning_without_retraining(
         config.pruning, state["params"], functools.partial(
-            evaluate, jit_eval, split=val_split, mean_image=mean_image,
+            splits.evaluate, jit_eval, split=val_split, mean_image=mean_image,
             batch_size=config.train.eval_batch_size, mesh=mesh), write)
 
   # --- Loop ------------------------------------------------------------------
@@ -320,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         meta["masks_path"] = list(prune.masks_path(state))
       # The global batch of this step; each process loads its rows only.
       batch = parallel.global_batch(
-          _examples(train_split, batches.indices_at(step)),
+          splits.examples(train_split, batches.indices_at(step)),
           config.train.batch_size, batch_sharding)
       state, train_metrics = jit_train(state, batch, mean_image)
       if lockstep:
@@ -337,8 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         if main_process:
           progress.report(done, values)
       if done % config.train.eval_every_steps == 0 and done != steps:
-        test = evaluate(jit_eval, state["params"], test_split, mean_image,
-                        config.train.eval_batch_size, mesh)
+        test = splits.evaluate(jit_eval, state["params"], test_split,
+                               mean_image, config.train.eval_batch_size, mesh)
         write(done, "test", test)
         if main_process:
           logging.info("step %d test %s", done, _format(test))
@@ -360,8 +277,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if record["split"] in ("val_before_pruning", "val_pruned_not_retrained"):
         results[record["split"]] = record
   for name, split in (("test", test_split), ("val", val_split)):
-    results[name] = evaluate(jit_eval, state["params"], split, mean_image,
-                             config.train.eval_batch_size, mesh)
+    results[name] = splits.evaluate(jit_eval, state["params"], split,
+                                    mean_image, config.train.eval_batch_size,
+                                    mesh)
     write(final_step, name, results[name])
     if main_process:
       logging.info("final %s: %s", name, _format(results[name]))
