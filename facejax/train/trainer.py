@@ -344,13 +344,18 @@ def _report_pruning_without_retraining(pruning_config, params, evaluate_val,
 def _initial_params(config, model, abstract_params, pixel_std: float):
   rng = jax.random.key(config.seed)
   init_rng, reinit_rng = jax.random.split(rng)
-  params = initial.random_params(abstract_params, init_rng, config.init.random,
-                                 input_std=pixel_std)
   if config.setup != "scratch" or config.init.weights is not None:
+    # Every layer is copied or re-initialised below, so no random draw is
+    # needed (eagerly, it compiled a program per layer shape: seconds).
+    params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                          abstract_params)
     weights = config.init.weights or pretrained.embedded_base_model(config)
     loaded, source = pretrained.load_layers(weights)
     params = initial.merge_pretrained(params, loaded, config.init.reinit,
                                       source)
+  else:
+    params = initial.random_params(abstract_params, init_rng,
+                                   config.init.random, input_std=pixel_std)
   return initial.gaussian_layers(params, config.init.reinit,
                                  config.init.reinit_std, reinit_rng)
 
