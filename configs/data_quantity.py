@@ -55,21 +55,10 @@ def get_config(arg=None):
   # Keep the first n of each identity's shuffled training images (§2.8.1).
   config.data.train_images_per_identity = originals
   config.data.augment = augmented
-  config.init = ml_collections.ConfigDict(dict(
-      # A facejax checkpoint or workdir, or a VGG Face release; unset: the
-      # embedded base model (built by configs/pretrain.py on first use).
-      weights=ml_collections.config_dict.placeholder(str),
-      reinit=("fc8",),
-      reinit_std=0.01,
-      random="he_normal",
-  ))
-  # Table 2.3: the fine-tuned multipliers of Table 3.2; biases at twice
-  # their weights' rate (Caffe convention).
+  config.init = config_lib.init_config()
+  # Table 2.3: the fine-tuned multipliers of Table 3.2.
   config.optimizer = config_lib.optimizer_config(
-      (("conv.*", 0.0),
-       ("fc6/kernel", 0.1), ("fc6/bias", 0.2),
-       ("fc7/kernel", 0.1), ("fc7/bias", 0.2),
-       ("fc8/kernel", 1.0), ("fc8/bias", 2.0)))
+      config_lib.transfer_lr_mults(0.1, 0.1, 1.0))
   config.train = config_lib.train_config(
       num_epochs=EPOCHS[augmented], batch_size=10,
       eval_every_steps=2000, log_every_steps=200,

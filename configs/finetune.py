@@ -35,14 +35,6 @@ GROUPS = {
 }
 
 
-def lr_mult_rules(fc6: float, fc7: float, fc8: float):
-  """Conv frozen; biases learn twice as fast as weights (Caffe convention)."""
-  return (("conv.*", 0.0),
-          ("fc6/kernel", fc6), ("fc6/bias", 2 * fc6),
-          ("fc7/kernel", fc7), ("fc7/bias", 2 * fc7),
-          ("fc8/kernel", fc8), ("fc8/bias", 2 * fc8))
-
-
 def get_config(arg=None):
   variants = config_lib.parse_variants(arg, GROUPS)
   mults, reinit = SETUPS[variants["setup"]]
@@ -53,15 +45,9 @@ def get_config(arg=None):
   config.setup = variants["setup"]
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("target")
-  config.init = ml_collections.ConfigDict(dict(
-      # A facejax checkpoint or workdir, or a VGG Face release; unset: the
-      # embedded base model (built by configs/pretrain.py on first use).
-      weights=ml_collections.config_dict.placeholder(str),
-      reinit=reinit,
-      reinit_std=0.01,
-      random="he_normal",  # for layers the weights file does not have
-  ))
-  config.optimizer = config_lib.optimizer_config(lr_mult_rules(*mults))
+  config.init = config_lib.init_config(reinit=reinit)
+  config.optimizer = config_lib.optimizer_config(
+      config_lib.transfer_lr_mults(*mults))
   # 100 epochs of 75 steps: cheap on cached pool5 features, and long enough
   # for fc_trained, whose fc6/fc7 start from N(0, 0.01), to converge.
   config.train = config_lib.train_config(num_epochs=100.0)

@@ -24,15 +24,10 @@ def get_config(arg=None):
   config.setup = "scratch"
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("base")
-  config.init = ml_collections.ConfigDict(dict(
-      weights=ml_collections.config_dict.placeholder(str),
-      # He for every layer but fc8, which starts N(0, 0.01) as in Caffe's
-      # VGG prototxts: small initial logits keep the softmax out of
-      # saturation, without which plain VGG sits at chance for epochs.
-      reinit=("fc8",),
-      reinit_std=0.01,
-      random="he_normal",
-  ))
+  # He for every layer but fc8, which starts N(0, 0.01) as in Caffe's VGG
+  # prototxts: small initial logits keep the softmax out of saturation,
+  # without which plain VGG sits at chance for epochs.
+  config.init = config_lib.init_config(reinit=("fc8",))
   # The input is mean-subtracted pixels in 0–255 (std ~60, §2.6): conv1_1's
   # gradient is ~60× and its He-initialised kernel ~1/60 of a unit-scale
   # layer's, so its relative step is ~3,600× too large. An lr_mult of

@@ -38,13 +38,9 @@ def get_config(arg=None):
   config.setup = "prune"
   config.model = config_lib.model_config(size)
   config.data = config_lib.data_config("target")
-  config.init = ml_collections.ConfigDict(dict(
-      # The model to prune: by default configs/finetune.py's workdir.
-      weights="workdirs/finetune",
-      reinit=(),
-      reinit_std=0.01,
-      random="he_normal",
-  ))
+  # The model to prune: by default configs/finetune.py's workdir.
+  config.init = config_lib.init_config(weights="workdirs/finetune",
+                                       reinit=())
   # Retraining: conv frozen, every FC layer at full rate (the fc-trained
   # multipliers of Table 3.2) and base_lr 0.01. The thesis retrained ~70 k
   # iterations; with the fine-tuning rates (0.001, fc6/fc7 × 0.1) the

@@ -115,6 +115,35 @@ def saved_data_config(saved: dict) -> ml_collections.ConfigDict:
       merge(data_config(identity_set).to_dict(), saved))
 
 
+def init_config(weights: str | None = None, reinit=("fc8",),
+                random: str = "he_normal") -> ml_collections.ConfigDict:
+  """Where the first parameters come from (thesis §3.1, Table 3.2).
+
+  Args:
+    weights: a facejax checkpoint or workdir, or a VGG Face release; None
+      leaves it unset (overridable), which means the embedded base model
+      (built by configs/pretrain.py on first use) unless training from
+      scratch.
+    reinit: layers drawn N(0, 0.01) instead of copied.
+    random: the scheme of layers the weights do not provide.
+  """
+  return ml_collections.ConfigDict(dict(
+      weights=config_dict.placeholder(str) if weights is None else weights,
+      reinit=reinit,
+      reinit_std=0.01,
+      random=random,
+  ))
+
+
+def transfer_lr_mults(fc6: float, fc7: float, fc8: float):
+  """Table 3.2's rules: conv frozen, fc6–fc8 at the given multipliers,
+  biases twice as fast as their weights (Caffe convention)."""
+  return (("conv.*", 0.0),
+          ("fc6/kernel", fc6), ("fc6/bias", 2 * fc6),
+          ("fc7/kernel", fc7), ("fc7/bias", 2 * fc7),
+          ("fc8/kernel", fc8), ("fc8/bias", 2 * fc8))
+
+
 def optimizer_config(lr_mults, base_lr=0.001) -> ml_collections.ConfigDict:
   """Caffe SGD (thesis §2.3, §3.1) with the thesis's hyper-parameters."""
   return ml_collections.ConfigDict(dict(
