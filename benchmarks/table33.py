@@ -144,9 +144,9 @@ def main():
     results = {}
     # The last column is the lean setting: im2col convolutions hold 9/16
     # of Winograd's conv weights (Table 3.3 counts memory).
-    runs = [(v, p, "auto") for v, p in paths.items()]
-    runs.append(("pruned_fp16_im2col", paths["pruned_fp16"], "im2col"))
-    for variant, path, conv in runs:
+    columns = [(v, p, "auto") for v, p in paths.items()]
+    columns.append(("pruned_fp16_im2col", paths["pruned_fp16"], "im2col"))
+    for variant, path, conv in columns:
       results[variant] = _child(
           [path, "--runs", str(args.runs), "--threads", str(args.threads),
            "--batch", "1", "8", "--device", args.device, "--conv", conv],
