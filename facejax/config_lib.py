@@ -90,7 +90,9 @@ def data_config(identity_set: str) -> ml_collections.ConfigDict:
       cache_dir=config_dict.placeholder(str),
       split=(0.8, 0.16, 0.04),  # train / test / validation, §2.4
       split_seed=0,
-      mean="pixel",  # "pixel" (§2.6) or "channel" (VGG Face's RGB mean)
+      # "pixel" (§2.6), "channel" (VGG Face's RGB mean) or "weights" (the
+      # mean the pretrained file prescribes: dlib's ResNet).
+      mean="pixel",
       # The five offline augmentations of §2.8.1 on the training split (×6).
       augment=False,
       augment_seed=0,

@@ -69,7 +69,7 @@ def test_features_and_pool5_entry_agree_with_the_whole_network():
   assert features["pool5"].shape == (3, 1, 1, 32)
   assert features["fc7"].shape == (3, 16)
   assert logits.dtype == jnp.float32
-  from_pool5 = model.apply(params, features["pool5"], from_pool5=True)
+  from_pool5 = model.apply(params, features["pool5"], start="pool5")
   np.testing.assert_allclose(np.asarray(from_pool5), np.asarray(logits),
                              rtol=1e-6, atol=1e-6)
 

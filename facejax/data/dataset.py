@@ -36,7 +36,7 @@ class Dataset:
   test: Split
   val: Split
   class_names: list[str]
-  mean_image: np.ndarray  # float32 (H, W, 3)
+  mean_image: np.ndarray | None  # float32 (H, W, 3); None: the weights'
   root: str
   skipped_images: list[str]
 
@@ -154,9 +154,11 @@ def load(data_config, image_size: int, workdir: str) -> Dataset:
   elif data_config.mean == "channel":
     mean = np.broadcast_to(preprocess.channel_mean(splits["train"].images),
                            (image_size, image_size, 3)).astype(np.float32)
+  elif data_config.mean == "weights":
+    mean = None  # The pretrained file's (dlib's ResNet); the trainer's.
   else:
     raise config_lib.ConfigError(
-        f"config.data.mean must be 'pixel' or 'channel', got "
+        f"config.data.mean must be 'pixel', 'channel' or 'weights', got "
         f"{data_config.mean!r}")
   return Dataset(train=splits["train"], test=splits["test"],
                  val=splits["validation"], class_names=class_names,

@@ -18,6 +18,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from facejax.models import family
+
 # (stage, number of convs, channels at width 1.0) — thesis Fig. 2.2.
 STAGES: Sequence[tuple[int, int, int]] = (
     (1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -48,23 +50,25 @@ class VGG16(nn.Module):
   dropout_rate: float = 0.5
 
   @nn.compact
-  def __call__(self, inputs, *, train: bool = False, from_pool5: bool = False,
+  def __call__(self, inputs, *, train: bool = False, start: str | None = None,
                return_features: bool = False):
     """Runs the network on mean-subtracted NHWC float images.
 
     Args:
       inputs: images (batch, height, width, 3), height and width multiples
         of 32; or pool5 features (batch, h/32, w/32, c5) with
-        ``from_pool5``, which runs fc6–fc8 alone (transfer learning with a
-        frozen trunk computes pool5 once, thesis §3.1).
+        ``start="pool5"``, which runs fc6–fc8 alone (transfer learning with
+        a frozen trunk computes pool5 once, thesis §3.1).
       train: enables dropout (needs a ``dropout`` rng).
-      from_pool5: ``inputs`` are pool5 features, skip the conv layers.
+      start: None, or ``"pool5"``: ``inputs`` are pool5 features.
       return_features: also return ``{"pool5": ..., "fc7": ...}``.
 
     Returns:
       fp32 logits (batch, num_classes), and the features if asked.
     """
-    if from_pool5:
+    if start not in (None, "pool5"):
+      raise ValueError(f"VGG16 can start at pool5 only, not {start!r}")
+    if start == "pool5":
       pool5 = inputs
     else:
       if inputs.shape[1] % 32 or inputs.shape[2] % 32:
@@ -87,3 +91,23 @@ class VGG16(nn.Module):
     if return_features:
       return logits, {"pool5": pool5, "fc7": fc7}
     return logits
+
+
+def build(model_config, num_classes: int) -> VGG16:
+  return VGG16(num_classes=num_classes, width=model_config.width,
+               fc_width=model_config.fc_width,
+               dropout_rate=model_config.dropout_rate)
+
+
+def meta(model_config, num_classes: int) -> dict:
+  return {"name": "vgg16", "num_classes": num_classes,
+          "width": model_config.width, "fc_width": model_config.fc_width,
+          "input_size": model_config.input_size,
+          "dropout_rate": model_config.dropout_rate}
+
+
+# Dropout acts after fc6 only, so training fc6–fc8 on cached pool5 features
+# is exact (thesis §3.1).
+FAMILY = family.Family(
+    name="vgg16", build=build, meta=meta, reinit=("fc8",),
+    cuts=(family.Cut("pool5", r"fc\d+/.*"),))

@@ -2,13 +2,15 @@
 
 Loads a trained checkpoint, prunes each chosen layer alone with each rule
 to each kept fraction, and measures validation top-1 without retraining.
-When every swept layer is an FC layer, pool5 is computed once per image
-and only fc6–fc8 run per point. Rows are written as they come
+When every swept layer lies after a cut of the model (fc6–fc8 after
+VGG-16's pool5), the trunk's output is computed once per image and only
+the layers after it run per point. Rows are written as they come
 (``sensitivity.json``, ``.csv``), so an interrupted sweep resumes.
 """
 
 import functools
 import os
+import re
 from typing import Any
 
 from absl import logging
@@ -18,7 +20,7 @@ import numpy as np
 
 from facejax import config_lib
 from facejax.data import dataset as dataset_lib
-from facejax.models import vgg16
+from facejax.models import family as family_lib
 from facejax.prune import sensitivity
 from facejax.train import checkpoint
 from facejax.train import splits
@@ -38,13 +40,13 @@ def run(config, workdir: str) -> dict[str, Any]:
   model = trainer.build_model(config, len(bundle.class_names))
   mean_image = jnp.asarray(bundle.mean_image)
   layers = tuple(config.sensitivity.layers)
-  from_pool5 = all(layer in vgg16.FC_NAMES for layer in layers)
+  start = _cut_before(config.model.name, layers)
   val = data.val
-  if from_pool5:
-    val = splits.pool5_split(bundle.params, data.val, mean_image, model,
-                             config.train.eval_batch_size)
+  if start is not None:
+    val = splits.features_split(bundle.params, data.val, mean_image, model,
+                                start, config.train.eval_batch_size)
   eval_fn = jax.jit(functools.partial(trainer.eval_step, model=model,
-                                      from_pool5=from_pool5))
+                                      start=start))
 
   def evaluate_fn(params) -> float:
     return splits.evaluate(eval_fn, params, val, mean_image,
@@ -71,3 +73,12 @@ def run(config, workdir: str) -> dict[str, Any]:
                    "validation images, no retraining")
   logging.info("wrote %s", png)
   return {"step": bundle.step, "sensitivity": rows, "plot": png}
+
+
+def _cut_before(model_name: str, layers) -> str | None:
+  """The cut nearest the output that every swept layer lies after."""
+  for cut in family_lib.get(model_name).cuts:
+    names = [layer if "/" in layer else f"{layer}/kernel" for layer in layers]
+    if all(re.fullmatch(cut.after, name) for name in names):
+      return cut.name
+  return None

@@ -48,30 +48,54 @@ def random_params(abstract_params, rng: jax.Array, scheme: str,
   return tree_lib.map_with_names(lambda name, _: values[name], abstract_params)
 
 
+def _in_layer(name: str, layer: str) -> bool:
+  """Whether parameter ``name`` belongs to ``layer`` (``fc8``, ``head``,
+  ``stage5/block0``: a prefix of whole name components)."""
+  return name == layer or name.startswith(layer + "/")
+
+
 def gaussian_layers(params, layers: Sequence[str], std: float, rng: jax.Array):
-  """Re-initialises ``layers``: kernel N(0, std²), bias 0 (Table 3.2)."""
-  params = jax.tree.map(lambda x: x, params)  # Shallow copy of the dicts.
-  keys = jax.random.split(rng, max(len(layers), 1))
-  for key, layer in zip(keys, layers):
-    if layer not in params:
+  """Re-initialises ``layers``: kernels N(0, std²), biases 0, affine
+  scales 1 (Table 3.2)."""
+  names = [name for name, _ in tree_lib.named_leaves(params)]
+  for layer in layers:
+    if not any(_in_layer(name, layer) for name in names):
+      top = sorted({name.split("/")[0] for name in names})
       raise config_lib.ConfigError(
           f"config.init.reinit names {layer!r}, which the model does not "
-          f"have; layers are {sorted(params)}")
-    kernel = params[layer]["kernel"]
-    params[layer] = {
-        "kernel": std * jax.random.normal(key, kernel.shape, kernel.dtype),
-        "bias": jnp.zeros_like(params[layer]["bias"])}
+          f"have; layers are {top}")
+  # One key per layer, as when every layer had one kernel: the first kernel
+  # of layer i draws from key i (VGG-16's fc8 keeps its draw), further
+  # kernels of the same layer from keys folded from it.
+  layer_keys = jax.random.split(rng, max(len(layers), 1))
+  keys = {}
+  for key, layer in zip(layer_keys, layers):
+    kernels = [n for n in names if _in_layer(n, layer) and
+               n.endswith("kernel") and n not in keys]
+    for j, name in enumerate(kernels):
+      keys[name] = key if j == 0 else jax.random.fold_in(key, j)
+
+  def draw(name, value):
+    if not any(_in_layer(name, layer) for layer in layers):
+      return value
+    if name in keys:
+      return std * jax.random.normal(keys[name], value.shape, value.dtype)
+    if name.endswith("scale"):  # An affine layer starts as the identity.
+      return jnp.ones_like(value)
+    return jnp.zeros_like(value)
+  for layer in layers:
     logging.info("init: %s re-initialised N(0, %g)", layer, std)
-  return params
+  return tree_lib.map_with_names(draw, params)
 
 
 def merge_pretrained(model_params, pretrained: dict[str, Any],
                      reinit: Sequence[str], source: str):
-  """Copies every pretrained layer into the model's tree, except ``reinit``.
+  """Copies every pretrained parameter into the model's tree, but ``reinit``.
 
   Args:
-    model_params: the model's freshly initialised parameters.
-    pretrained: ``{layer: {"kernel", "bias"}}`` NumPy arrays.
+    model_params: the model's parameter tree (values or placeholders).
+    pretrained: a tree of NumPy arrays with the model's names
+      (``{layer: {"kernel", "bias"}}`` for VGG-16, deeper for the ResNet).
     reinit: layers that keep the model's values (re-initialised later).
     source: where ``pretrained`` came from, for errors.
 
@@ -79,26 +103,29 @@ def merge_pretrained(model_params, pretrained: dict[str, Any],
     The merged tree.
 
   Raises:
-    ValueError: a layer to copy is missing from ``pretrained`` or has a
-      different shape.
+    ConfigError: a parameter to copy is missing from ``pretrained`` or has
+      a different shape.
   """
-  merged = {}
-  for layer, leaves in model_params.items():
-    if layer in reinit:
-      merged[layer] = leaves
-      continue
-    if layer not in pretrained:
-      raise config_lib.ConfigError(f"{source} has no layer {layer!r} (it has "
-                       f"{sorted(pretrained)}); add it to config.init.reinit "
-                       "to initialise it instead")
-    merged[layer] = {}
-    for leaf, value in leaves.items():
-      loaded = np.asarray(pretrained[layer][leaf])
-      if loaded.shape != value.shape:
-        raise config_lib.ConfigError(
-            f"{source}: {layer}/{leaf} has shape {loaded.shape} but the model "
-            f"needs {value.shape}; check config.model (width, fc_width, "
-            "input_size) or add the layer to config.init.reinit")
-      merged[layer][leaf] = jnp.asarray(loaded, value.dtype)
-    logging.info("init: %s copied from %s", layer, source)
+  loaded = dict(tree_lib.named_leaves(pretrained))
+  copied = set()
+
+  def merge(name, value):
+    if any(_in_layer(name, layer) for layer in reinit):
+      return value
+    layer = name.rsplit("/", 1)[0]
+    if name not in loaded:
+      have = sorted({n.rsplit("/", 1)[0] for n in loaded})
+      raise config_lib.ConfigError(
+          f"{source} has no parameter {name!r} (it has layers {have}); add "
+          f"{layer!r} to config.init.reinit to initialise it instead")
+    array = np.asarray(loaded[name])
+    if array.shape != value.shape:
+      raise config_lib.ConfigError(
+          f"{source}: {name} has shape {array.shape} but the model needs "
+          f"{value.shape}; check config.model (width, fc_width, input_size) "
+          "or add the layer to config.init.reinit")
+    copied.add(layer)
+    return jnp.asarray(array, value.dtype)
+  merged = tree_lib.map_with_names(merge, model_params)
+  logging.info("init: %d layers copied from %s", len(copied), source)
   return merged

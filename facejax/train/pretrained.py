@@ -10,12 +10,14 @@ train it together.
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import os
 
 from absl import logging
 import ml_collections
+import numpy as np
 
 from facejax import config_lib
 from facejax import parallel
@@ -26,23 +28,55 @@ from facejax.train import checkpoint
 _CONFIGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
-def load_layers(path: str) -> tuple[dict, str]:
-  """``({layer: {"kernel", "bias"}}, description)`` from a weights path.
+@dataclasses.dataclass
+class Pretrained:
+  """Pretrained parameters and what came with them.
 
-  ``path`` is a facejax workdir or checkpoint, or one of the published VGG
+  Attributes:
+    params: a tree of NumPy arrays in the model's names.
+    source: where they came from, for logs and errors.
+    mean_rgb: the per-channel input mean the file prescribes (dlib's
+      ResNet), or None (VGG Face's releases: facejax uses the data's mean).
+  """
+  params: dict
+  source: str
+  mean_rgb: tuple[float, float, float] | None = None
+
+
+def load_weights(path: str) -> Pretrained:
+  """The parameters a weights path holds, in facejax's names and layout.
+
+  ``path`` is a facejax workdir or checkpoint, one of the published VGG
   Face releases (Caffe ``.caffemodel``, MatConvNet ``.mat``, PyTorch
-  ``.pth``, Keras ``.h5``), converted to facejax's RGB, NHWC layout.
+  ``.pth``, Keras ``.h5``), converted to facejax's RGB, NHWC layout, or
+  dlib's ResNet (``.dat``, as face-recognition-models ships it).
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.init.weights: {path!r} does not exist")
   if os.path.isfile(path):
     try:
+      if path.endswith(".dat"):
+        from facejax.porting import dlib  # pylint: disable=g-import-not-at-top
+        weights = dlib.read_resnet(path)
+        return Pretrained(weights.params, weights.source,
+                          tuple(float(m) for m in weights.mean_rgb))
       ported = porting.load(path)
     except porting.FormatError as e:
       raise config_lib.ConfigError(f"config.init.weights: {e}") from e
-    return ported.params, ported.source
+    return Pretrained(ported.params, ported.source)
   bundle = checkpoint.restore_for_export(path)
-  return bundle.params, f"checkpoint {path} (step {bundle.step})"
+  return Pretrained(bundle.params, f"checkpoint {path} (step {bundle.step})",
+                    _checkpoint_mean_rgb(bundle.mean_image))
+
+
+def _checkpoint_mean_rgb(mean_image):
+  """A checkpoint's mean as one RGB triple when it is constant per channel
+  (a model trained with the weights' mean), else None."""
+  mean_image = np.asarray(mean_image, np.float32)
+  flat = mean_image.reshape(-1, mean_image.shape[-1])
+  if np.all(flat == flat[:1]):
+    return tuple(float(v) for v in flat[0])
+  return None
 
 
 def load_pretrain_config(arg: str) -> ml_collections.ConfigDict:

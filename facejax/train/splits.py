@@ -1,4 +1,4 @@
-"""Whole-split passes of the trainer: evaluation and pool5 features.
+"""Whole-split passes of the trainer: evaluation and frozen-trunk features.
 
 Both build global batches with ``parallel.global_batch`` (each process
 loads only its rows) and pad the last batch the way
@@ -17,12 +17,12 @@ from facejax.data import dataset as dataset_lib
 from facejax.data import pipeline
 
 
-def pool5_step(params, images, mean_image, *, model):
-  """The frozen trunk's output for a batch of uint8 images."""
+def features_step(params, images, mean_image, *, model, cut: str):
+  """The frozen trunk's output at ``cut`` for a batch of uint8 images."""
   _, features = model.apply({"params": params},
                             images.astype(jnp.float32) - mean_image,
                             return_features=True)
-  return features["pool5"]
+  return features[cut]
 
 
 
@@ -78,9 +78,10 @@ def evaluate(eval_fn, params, split: dataset_lib.Split, mean_image,
           "top5": float(sums["top5"]) / count}
 
 
-def pool5_split(params, split: dataset_lib.Split, mean_image, model,
-                batch_size: int, mesh=None) -> dataset_lib.Split:
-  """Runs the frozen trunk once over a split (thesis §3.1).
+def features_split(params, split: dataset_lib.Split, mean_image, model,
+                   cut: str, batch_size: int, mesh=None) -> dataset_lib.Split:
+  """Runs the frozen trunk up to ``cut`` once over a split (thesis §3.1:
+  pool5 for VGG-16).
 
   Batches are split over ``mesh`` (default: every device); every process
   gets all the features.
@@ -89,7 +90,7 @@ def pool5_split(params, split: dataset_lib.Split, mean_image, model,
   parallel.check_batch_size(batch_size, "config.train.eval_batch_size", mesh)
   sharding = parallel.batch_sharding(mesh)
   replicated = parallel.replicated(mesh)
-  fn = jax.jit(functools.partial(pool5_step, model=model),
+  fn = jax.jit(functools.partial(features_step, model=model, cut=cut),
                in_shardings=(replicated, sharding, replicated),
                out_shardings=sharding)
   chunks = []

@@ -31,7 +31,8 @@ from facejax.data import pipeline
 from facejax import config_lib
 from facejax import parallel
 from facejax import prune
-from facejax.models import vgg16
+from facejax import tree as tree_lib
+from facejax.models import family as family_lib
 from facejax.train import checkpoint
 from facejax.train import initial
 from facejax.train import losses
@@ -41,11 +42,9 @@ from facejax.train import pretrained
 from facejax.train import splits
 
 
-def build_model(config: ml_collections.ConfigDict,
-                num_classes: int) -> vgg16.VGG16:
-  return vgg16.VGG16(num_classes=num_classes, width=config.model.width,
-                     fc_width=config.model.fc_width,
-                     dropout_rate=config.model.dropout_rate)
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The Flax module of ``config.model`` (its family's ``build``)."""
+  return family_lib.get(config.model.name).build(config.model, num_classes)
 
 
 def total_steps(train_config, num_train_examples: int) -> int:
@@ -58,14 +57,18 @@ def total_steps(train_config, num_train_examples: int) -> int:
 
 
 def train_step(state, batch, mean_image, *, model, tx, seed: int,
-               from_pool5: bool):
-  """One SGD step on a batch; returns the new state and train metrics."""
-  inputs = _network_input(batch["image"], mean_image, from_pool5)
+               start: str | None):
+  """One SGD step on a batch; returns the new state and train metrics.
+
+  ``start`` names the cut whose cached features the batch holds instead
+  of images (frozen trunk, §3.1), or is None.
+  """
+  inputs = _network_input(batch["image"], mean_image, start)
   dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
 
   def loss_fn(params):
     logits = model.apply({"params": params}, inputs, train=True,
-                         from_pool5=from_pool5, rngs={"dropout": dropout_rng})
+                         start=start, rngs={"dropout": dropout_rng})
     return losses.softmax_loss(logits, batch["label"]), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -82,16 +85,16 @@ def train_step(state, batch, mean_image, *, model, tx, seed: int,
   return new_state, train_metrics
 
 
-def eval_step(params, batch, mean_image, *, model, from_pool5: bool):
+def eval_step(params, batch, mean_image, *, model, start: str | None):
   """Loss, top-1 and top-5 sums over a (masked) evaluation batch."""
-  inputs = _network_input(batch["image"], mean_image, from_pool5)
-  logits = model.apply({"params": params}, inputs, from_pool5=from_pool5)
+  inputs = _network_input(batch["image"], mean_image, start)
+  logits = model.apply({"params": params}, inputs, start=start)
   return losses.classification_sums(logits, batch["label"], batch["mask"])
 
 
-def _network_input(images, mean_image, from_pool5: bool):
-  if from_pool5:
-    return images  # Already pool5 features.
+def _network_input(images, mean_image, start: str | None):
+  if start is not None:
+    return images  # Already the features of a cut.
   return images.astype(jnp.float32) - mean_image  # §2.6: pixel-wise mean.
 
 
@@ -139,8 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                len(data.test.labels), len(data.val.labels), steps)
 
   # --- Model and optimizer ---------------------------------------------------
-  model = build_model(config, num_classes)
-  image_shape = (config.model.input_size, config.model.input_size, 3)
+  family = family_lib.get(config.model.name)
+  model = family.build(config.model, num_classes)
+  image_shape = family.input_shape(config.model)
   abstract_params = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
   )["params"]
@@ -156,15 +160,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if pruner is not None:
     tx = pruner.wrap(tx)
   frozen = optim.frozen_names(abstract_params, config.optimizer.lr_mults)
-  trunk_frozen = all(f"{name}/{leaf}" in frozen
-                     for name in vgg16.CONV_NAMES
-                     for leaf in ("kernel", "bias"))
-  from_pool5 = bool(config.train.cache_frozen_features and trunk_frozen)
+  cut = family.frozen_cut(
+      [name for name, _ in tree_lib.named_leaves(abstract_params)], frozen)
+  start = cut.name if cut and config.train.cache_frozen_features else None
 
   # --- Checkpoint restore, or initial parameters -----------------------------
   mngr = checkpoint.manager(workdir)
-  meta = {"class_names": data.class_names, "model": _model_meta(config,
-                                                                num_classes),
+  meta = {"class_names": data.class_names,
+          "model": family.meta(config.model, num_classes),
           "colour_order": "RGB", "pruning": {},
           "config": json.loads(config.to_json_best_effort())}
   latest = mngr.latest_step()
@@ -181,11 +184,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "than config.data gives; use a new --workdir")
     logging.info("resumed from %s at step %d", workdir, latest)
   else:
-    params = _initial_params(config, model, abstract_params,
-                             pixel_std=_pixel_std(data))
+    params, weights_mean = _initial_params(config, family, model,
+                                           abstract_params, data)
     state = {"params": params, "opt_state": tx.init(params),
              "step": jnp.int32(0)}
-    mean_image = data.mean_image
+    mean_image = _mean_image(config.data, data, weights_mean, image_shape)
   if latest is not None and pruner is not None:
     meta["pruning"] = saved_meta["pruning"]
     meta["masks_path"] = saved_meta.get("masks_path", [])
@@ -193,23 +196,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mean_image = parallel.replicate(jnp.asarray(mean_image, jnp.float32), mesh)
 
   train_split, test_split, val_split = data.train, data.test, data.val
-  if from_pool5:
-    logging.info("conv layers frozen: computing pool5 once per image")
+  if start is not None:
+    logging.info("trunk frozen up to %s: computing it once per image", start)
     train_split, test_split, val_split = (
-        splits.pool5_split(state["params"], s, mean_image, model,
-                    config.train.eval_batch_size, mesh)
+        splits.features_split(state["params"], s, mean_image, model, start,
+                              config.train.eval_batch_size, mesh)
         for s in (data.train, data.test, data.val))
 
   # --- Step functions --------------------------------------------------------
   # Batch split over the devices, state replicated: the gradient's mean
   # over the batch becomes an all-reduce.
   jit_train = jax.jit(functools.partial(
-      train_step, model=model, tx=tx, seed=config.seed,
-      from_pool5=from_pool5),
+      train_step, model=model, tx=tx, seed=config.seed, start=start),
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  jit_eval = jax.jit(functools.partial(eval_step, model=model,
-                                       from_pool5=from_pool5),
+  jit_eval = jax.jit(functools.partial(eval_step, model=model, start=start),
                      in_shardings=(replicated, batch_sharding, replicated),
                      out_shardings=replicated)
   batches = pipeline.TrainBatches(train_split.images, train_split.labels,
@@ -293,8 +294,24 @@ def _discard(*unused_args) -> None:
 
 def _pixel_std(data: dataset_lib.Dataset) -> float:
   """Standard deviation of mean-subtracted training pixels (a sample)."""
-  sample = np.asarray(data.train.images[:512], np.float32) - data.mean_image
+  sample = np.asarray(data.train.images[:512], np.float32)
+  if data.mean_image is not None:
+    sample -= data.mean_image
   return float(sample.std()) or 1.0
+
+
+def _mean_image(data_config, data: dataset_lib.Dataset, weights_mean,
+                image_shape) -> np.ndarray:
+  """The mean the network's input subtracts: the training images' (§2.6)
+  or, with ``config.data.mean = "weights"``, the pretrained file's."""
+  if data_config.mean != "weights":
+    return data.mean_image
+  if weights_mean is None:
+    raise config_lib.ConfigError(
+        "config.data.mean is 'weights' but config.init.weights holds no "
+        "input mean; use 'pixel' or 'channel'")
+  return np.broadcast_to(np.asarray(weights_mean, np.float32),
+                         image_shape).copy()
 
 
 def make_pruner(pruning_config, steps: int) -> prune.Pruner | None:
@@ -341,30 +358,31 @@ def _report_pruning_without_retraining(pruning_config, params, evaluate_val,
                _format(before), _format(after))
 
 
-def _initial_params(config, model, abstract_params, pixel_std: float):
+def _initial_params(config, family, model, abstract_params, data):
+  """``(params, mean_rgb of the weights or None)`` of a new run."""
   rng = jax.random.key(config.seed)
   init_rng, reinit_rng = jax.random.split(rng)
+  mean_rgb = None
   if config.setup != "scratch" or config.init.weights is not None:
     # Every layer is copied or re-initialised below, so no random draw is
     # needed (eagerly, it compiled a program per layer shape: seconds).
     params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
                           abstract_params)
-    weights = config.init.weights or pretrained.embedded_base_model(config)
-    loaded, source = pretrained.load_layers(weights)
-    params = initial.merge_pretrained(params, loaded, config.init.reinit,
-                                      source)
+    weights = config.init.weights
+    if weights is None and family.default_weights is not None:
+      weights = family.default_weights()
+    if weights is None:
+      weights = pretrained.embedded_base_model(config)
+    loaded = pretrained.load_weights(weights)
+    params = initial.merge_pretrained(params, loaded.params,
+                                      config.init.reinit, loaded.source)
+    mean_rgb = loaded.mean_rgb
   else:
     params = initial.random_params(abstract_params, init_rng,
-                                   config.init.random, input_std=pixel_std)
+                                   config.init.random,
+                                   input_std=_pixel_std(data))
   return initial.gaussian_layers(params, config.init.reinit,
-                                 config.init.reinit_std, reinit_rng)
-
-
-def _model_meta(config, num_classes: int) -> dict[str, Any]:
-  return {"name": "vgg16", "num_classes": num_classes,
-          "width": config.model.width, "fc_width": config.model.fc_width,
-          "input_size": config.model.input_size,
-          "dropout_rate": config.model.dropout_rate}
+                                 config.init.reinit_std, reinit_rng), mean_rgb
 
 
 def _write_config(config, workdir: str) -> None:
