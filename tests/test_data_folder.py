@@ -5,10 +5,15 @@ import os
 
 import cv2
 import numpy as np
+from PIL import Image
 import pytest
 
 from facejax.data import folder
 from facejax.data import preprocess
+from facejax.executor import image_formats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORL = os.path.join(ROOT, "third_party", "orl_faces")
 
 
 def _write_rgb(path, rgb):
@@ -48,7 +53,7 @@ def test_scan_skips_empty_identity_and_sorts(messy_root, caplog):
   assert index.class_names == ("alice", "carol")
   assert index.skipped_identities == ("bob",)
   assert "bob" in caplog.text
-  assert index.ignored_files == 2  # notes.txt and README.
+  assert index.ignored_files == ("README", "alice/notes.txt")
   assert index.samples == (
       ("alice/a.jpg", 0), ("alice/b.PNG", 0), ("alice/c.Jpeg", 0),
       ("carol/garbage.jpg", 1), ("carol/truncated.jpg", 1),
@@ -102,3 +107,104 @@ def test_load_image_resizes_with_area_when_shrinking(tmp_path):
   grown = preprocess.load_image(str(tmp_path / "big.png"), 48)
   assert grown.shape == (48, 48, 3)
   assert preprocess.load_image(str(tmp_path / "none.png"), 16) is None
+
+
+def test_orl_indexes_40_identities_of_10_and_names_its_readme(caplog):
+  with caplog.at_level(logging.INFO):
+    index = folder.scan_identity_folder(ORL)
+  assert len(index.class_names) == 40 and len(index.samples) == 400
+  assert set(index.images_per_identity().values()) == {10}
+  assert index.class_names == tuple(sorted(f"s{i}" for i in range(1, 41)))
+  assert index.ignored_files == ("README",)
+  assert "1 other entries ignored: README." in caplog.text
+
+
+def test_orl_pgms_decode_to_grey_rgb(tmp_path):
+  paths = [os.path.join(ORL, "s1", "1.pgm"), os.path.join(ORL, "s40", "10.pgm")]
+  images, kept, skipped = preprocess.load_images(paths, 112)
+  assert not skipped and list(kept) == [0, 1]
+  for path, image in zip(paths, images):
+    with Image.open(path) as im:  # Pillow as the independent reader.
+      assert im.mode == "L" and im.size == (92, 112)
+      grey = np.asarray(im)
+    expected = cv2.resize(grey, (112, 112), interpolation=cv2.INTER_LINEAR)
+    for channel in range(3):
+      np.testing.assert_array_equal(image[..., channel], expected)
+
+
+def test_root_files_are_named_in_the_log_up_to_ten(tmp_path, caplog):
+  (tmp_path / "alice").mkdir()
+  _write_rgb(tmp_path / "alice" / "a.png", _solid((1, 2, 3)))
+  for i in range(12):
+    (tmp_path / f"stray{i:02d}.txt").write_text("x")
+  (tmp_path / ".DS_Store").write_bytes(b"\0")
+  (tmp_path / "alice" / ".DS_Store").write_bytes(b"\0")
+  with caplog.at_level(logging.INFO):
+    index = folder.scan_identity_folder(str(tmp_path))
+  assert index.samples == (("alice/a.png", 0),)
+  assert index.ignored_files == tuple(f"stray{i:02d}.txt" for i in range(12))
+  line = next(r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("Indexed"))
+  assert "12 other entries ignored: stray00.txt, stray01.txt" in line
+  assert "stray09.txt and 2 more." in line and "stray10" not in line
+  assert "DS_Store" not in caplog.text  # Hidden files: silently ignored.
+
+
+def test_symlink_loops_are_skipped_not_indexed(tmp_path, caplog):
+  root = tmp_path / "a" / "faces"
+  (root / "alice").mkdir(parents=True)
+  _write_rgb(root / "alice" / "a.png", _solid((9, 9, 9)))
+  os.symlink("..", root / "loop")  # To the parent: a loop through faces.
+  os.symlink(".", root / "self")
+  os.symlink(str(tmp_path), root / "ancestor")
+  os.symlink("spin", root / "spin")  # Loops on itself; neither dir nor file.
+  os.symlink("x.jpg", root / "alice" / "x.jpg")  # A file symlink loop.
+  os.symlink("gone.jpg", root / "alice" / "dangling.jpg")
+  os.symlink("..", root / "alice" / "up")  # Nested: never descended.
+  elsewhere = tmp_path / "elsewhere" / "bob"
+  elsewhere.mkdir(parents=True)
+  _write_rgb(elsewhere / "b.png", _solid((7, 7, 7)))
+  os.symlink(str(elsewhere), root / "bob")  # A real identity, linked.
+  with caplog.at_level(logging.WARNING):
+    index = folder.scan_identity_folder(str(root))
+  assert index.class_names == ("alice", "bob")
+  assert index.samples == (("alice/a.png", 0), ("bob/b.png", 1))
+  assert index.ignored_files == ("alice/dangling.jpg", "alice/up",
+                                 "alice/x.jpg", "ancestor", "loop", "self",
+                                 "spin")
+  assert ("Skipping 3 symlinks in " in caplog.text
+          and "(a loop, not an identity): ancestor, loop, self." in
+          caplog.text)
+  assert "broken or looping symlinks" in caplog.text
+  assert "alice/x.jpg" in caplog.text and "alice/dangling.jpg" in caplog.text
+  images, kept, skipped = preprocess.load_images(index.paths, 16)
+  assert not skipped and len(kept) == 2 and images[1, 0, 0, 0] == 7
+  # Decoding a looping symlink directly is "unreadable", not a crash.
+  assert image_formats.read_bgr(str(root / "alice" / "x.jpg")) is None
+
+
+def test_non_utf8_names_are_skipped_and_named(tmp_path, caplog):
+  root = os.fsencode(tmp_path)
+  os.mkdir(os.path.join(root, b"alice"))
+  os.mkdir(os.path.join(root, b"\xfe-bob"))  # An identity; not UTF-8.
+  ok, png = cv2.imencode(".png", _solid((4, 5, 6)))
+  assert ok
+  for name in (b"alice/a.png", b"alice/\xff.jpg", b"\xfe-bob/b.png"):
+    with open(os.path.join(root, name), "wb") as f:
+      f.write(png.tobytes())
+  with caplog.at_level(logging.INFO):
+    index = folder.scan_identity_folder(str(tmp_path))
+  assert index.class_names == ("alice",)
+  assert index.samples == (("alice/a.png", 0),)
+  shown = (repr(os.fsdecode(b"\xfe-bob")),
+           repr(os.fsdecode(b"alice/\xff.jpg")))
+  warning = next(r.getMessage() for r in caplog.records
+                 if "not valid UTF-8" in r.getMessage())
+  assert all(name in warning for name in shown), warning
+  assert warning.isascii()  # Printable to any log handler.
+  images, _, skipped = preprocess.load_images(index.paths, 16)
+  assert not skipped and images.shape == (1, 16, 16, 3)
+  # Such a path decodes when given directly (cv2.imread would crash on it).
+  got = image_formats.read_bgr(os.fsdecode(os.path.join(root,
+                                                        b"alice/\xff.jpg")))
+  np.testing.assert_array_equal(got, _solid((4, 5, 6)))

@@ -1,11 +1,14 @@
 """Decode, resize, cache and mean-subtract face crops (thesis §2.4, §2.6).
 
 One preprocessing path serves training, evaluation, export checks and the
-demo: decode with OpenCV, convert to RGB, resize the crop to a square
-(224×224 for VGG Face; ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when
-growing), keep uint8, and subtract a mean image as float32 just before the
-network. Images are RGB throughout; the Caffe releases of VGG Face take BGR,
-so weights or means ported from them must be flipped to RGB.
+demo: decode with OpenCV (``image_formats.read_bgr``, shared with the
+executor and the demo so every stage reads the same formats to the same
+pixels: grey repeated to 3 channels, alpha dropped, 16 bits scaled to 8),
+convert to RGB, resize the crop to a square (224×224 for VGG Face;
+``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when growing), keep uint8,
+and subtract a mean image as float32 just before the network. Images are
+RGB throughout; the Caffe releases of VGG Face take BGR, so weights or
+means ported from them must be flipped to RGB.
 
 A split is decoded once into a uint8 ``.npy`` cache that later runs memory-
 map. The cache name holds a hash of the file list, the files' sizes and
@@ -23,6 +26,8 @@ from absl import logging
 import cv2
 import numpy as np
 
+from facejax.executor import image_formats
+
 # VGG Face's published channel mean, converted from BGR to RGB order.
 VGG_FACE_MEAN_RGB = np.array([129.1863, 104.7624, 93.5940], np.float32)
 
@@ -39,7 +44,7 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 def load_image(path: str, size: int) -> np.ndarray | None:
   """Decodes an image file to uint8 RGB (size, size, 3); None if unreadable."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)  # BGR, 3 channels, or None.
+  image = image_formats.read_bgr(path)  # BGR, 3 channels, or None.
   if image is None:
     return None
   return np.ascontiguousarray(resize_square(image, size)[..., ::-1])

@@ -19,6 +19,7 @@ import threading
 import cv2
 import numpy as np
 
+from facejax.executor import image_formats
 from facejax.executor import images as images_lib
 
 # A live source that yields no frame for this long has ended (a network
@@ -193,7 +194,7 @@ class FolderSource:
 
   def __iter__(self):
     for index, path in enumerate(self.paths, 1):
-      image = cv2.imread(path, cv2.IMREAD_COLOR)
+      image = image_formats.read_bgr(path)  # Decoded as in training.
       if image is None:
         print(f"warning: {path}: OpenCV cannot decode this image; skipped",
               file=sys.stderr)
@@ -238,7 +239,7 @@ def open_source(spec: str, *, stall_timeout_s: float = STALL_TIMEOUT_S):
   if "://" in spec:
     return LiveSource(spec, _open_capture(spec, spec),
                       stall_timeout_s=stall_timeout_s)
-  if os.path.isdir(spec) or spec.lower().endswith(images_lib.EXTENSIONS):
+  if os.path.isdir(spec) or spec.lower().endswith(image_formats.EXTENSIONS):
     return FolderSource(spec)
   if not os.path.isfile(spec):
     raise SourceError(f"--source {spec}: no such file or folder (expected "

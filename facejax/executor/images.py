@@ -1,7 +1,8 @@
 """Image files → RGB uint8 arrays at the network's input size.
 
-Preprocessing matches training (thesis §2.4): RGB, resized to the input
-size (INTER_AREA when shrinking, INTER_LINEAR when growing); the executor
+Preprocessing matches training (thesis §2.4): the formats and decoding of
+``image_formats`` (the same as training's), RGB, resized to the input size
+(INTER_AREA when shrinking, INTER_LINEAR when growing); the executor
 subtracts the blob's pixel-wise mean image itself. OpenCV is used when it
 imports (it usually ships with JetPack on a Jetson); without it, binary
 PPM/PGM files are read directly and other formats need Pillow.
@@ -11,8 +12,9 @@ import os
 
 import numpy as np
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp",
-              ".tif", ".tiff")
+from facejax.executor import image_formats
+
+EXTENSIONS = image_formats.EXTENSIONS
 
 
 def _cv2():
@@ -26,8 +28,11 @@ def _cv2():
 def list_images(path: str) -> list[str]:
   """The image itself, or the images of a folder in sorted order."""
   if os.path.isdir(path):
+    # isfile() follows symlinks and is False for a broken or looping one
+    # (DirEntry.is_file() raises on a loop).
     files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                   if f.lower().endswith(EXTENSIONS))
+                   if image_formats.has_image_extension(f)
+                   and os.path.isfile(os.path.join(path, f)))
     if not files:
       raise FileNotFoundError(f"{path}: no images ({', '.join(EXTENSIONS)})")
     return files
@@ -66,20 +71,23 @@ def read_rgb(path: str) -> np.ndarray:
   """An image file as (H, W, 3) RGB uint8."""
   cv2 = _cv2()
   if cv2 is not None:
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    bgr = image_formats.read_bgr(path)
     if bgr is None:
       raise ValueError(f"{path}: OpenCV cannot decode this image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
   if path.lower().endswith((".ppm", ".pgm")):
     return _read_pnm(path)
+  with open(path, "rb") as f:
+    data = f.read()
   try:
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    rgb = image_formats.decode_with_pil(data)
   except ImportError:
     raise ImportError(
         f"{path}: reading this format needs OpenCV "
         "(pip install opencv-python-headless) or Pillow") from None
-  with Image.open(path) as im:
-    return np.asarray(im.convert("RGB"))
+  if rgb is None:
+    raise ValueError(f"{path}: Pillow cannot decode this image")
+  return rgb
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
