@@ -3,9 +3,13 @@
   python -m facejax.executor model.fjx IMAGE_OR_FOLDER \
       [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--verify]
       [--conv auto|im2col|winograd] [--sparse-backend auto|native|scipy|numpy]
+      [--out embeddings.npy]
 
 Prints, per image, the top labels with softmax probabilities (thesis
-§2.9, test mode) and the time per batch. Needs NumPy only (SciPy, OpenCV
+§2.9, test mode) and the time per batch. A blob whose network outputs an
+embedding (version 2, e.g. dlib's face ResNet) writes the embeddings
+instead: an (N, size) float32 ``--out`` file, row i for line i of the
+image list written beside it (same name, ``.txt``). Needs NumPy only (SciPy, OpenCV
 and CuPy when present or asked for); this is what runs on the Jetson.
 """
 
@@ -31,6 +35,9 @@ def parse_args(argv):
   flags.add_compute_flags(parser)
   parser.add_argument("--verify", action="store_true",
                       help="also check every array's CRC-32 at load")
+  parser.add_argument("--out", default="embeddings.npy",
+                      help="embedding blobs: the .npy to write (default "
+                      "embeddings.npy; the image list goes to .txt)")
   args = parser.parse_args(argv)
   if args.batch < 1 or args.threads < 1 or args.top < 1:
     parser.error("--batch, --threads and --top must be at least 1")
@@ -44,6 +51,7 @@ def main(argv=None) -> int:
     os.environ.setdefault(var, str(args.threads))
   # pylint: disable=g-import-not-at-top
   from facejax.executor import blob as blob_lib
+  from facejax.executor import graph_network
   from facejax.executor import images as images_lib
   from facejax.executor import network
   # pylint: enable=g-import-not-at-top
@@ -51,12 +59,11 @@ def main(argv=None) -> int:
     paths = images_lib.list_images(args.images)
     start = time.perf_counter()
     blob = blob_lib.open_blob(args.blob, verify_checksums=args.verify)
-    executor = network.Executor(blob, device=args.device,
-                                threads=args.threads,
-                                sparse_backend=args.sparse_backend,
-                                conv=args.conv)
+    executor = graph_network.make_executor(
+        blob, device=args.device, threads=args.threads,
+        sparse_backend=args.sparse_backend, conv=args.conv)
   except (blob_lib.BlobError, FileNotFoundError, ImportError,
-          RuntimeError) as e:  # RuntimeError: a native kernel asked for.
+          RuntimeError, ValueError) as e:  # RuntimeError: a native kernel.
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"loaded {args.blob} in {(time.perf_counter() - start) * 1e3:.0f} ms"
@@ -64,10 +71,16 @@ def main(argv=None) -> int:
         f"device {args.device})")
   height, width = blob.input_size
   colour_order = blob.manifest["input"]["colour_order"]
+  embeddings = []
   for i in range(0, len(paths), args.batch):
     chunk = paths[i:i + args.batch]
     batch = images_lib.load_batch(chunk, height, width, colour_order)
     start = time.perf_counter()
+    if getattr(executor, "kind", "logits") == "embedding":
+      embeddings.append(executor.embed(batch))
+      print(f"  [batch of {len(chunk)}: "
+            f"{(time.perf_counter() - start) * 1e3:.1f} ms]")
+      continue
     probabilities = executor.predict(batch)
     elapsed_ms = (time.perf_counter() - start) * 1e3
     for path, best in zip(chunk, network.top_k(probabilities,
@@ -77,7 +90,25 @@ def main(argv=None) -> int:
         print(f"  {p:8.4f}  {name}")
     print(f"  [batch of {len(chunk)}: {elapsed_ms:.1f} ms]")
   executor.close()
+  if embeddings:
+    _write_embeddings(args.out, embeddings, paths)
   return 0
+
+
+def _write_embeddings(out, embeddings, paths):
+  """The .npy and its image list, each written whole or not at all."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  embeddings = np.concatenate(embeddings)
+  names = os.path.splitext(out)[0] + ".txt"
+  for target, write in ((out, lambda f: np.save(f, embeddings)),
+                        (names, lambda f: f.write(
+                            "".join(p + "\n" for p in paths).encode()))):
+    tmp = f"{target}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+      write(f)
+    os.replace(tmp, target)
+  print(f"wrote {embeddings.shape[0]} embeddings of {embeddings.shape[1]} "
+        f"to {out} (image list: {names})")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Layout (all little-endian; thesis §2.5 stores weights as CSR, §3.2.1 as
 fp16, this file holds either per layer):
 
   offset 0   magic ``b"FJXBLOB\\0"`` (8 bytes)
-  offset 8   u32 format version (``VERSION``)
+  offset 8   u32 format version: 1 (``VERSION``, a VGG-style chain of
+             layers, manifest.py) or 2 (``GRAPH_VERSION``, a graph of
+             operations, graph_manifest.py)
   offset 12  u32 byte-order mark ``0x01020304``
   offset 16  u64 manifest length in bytes
   offset 24  u64 payload offset (multiple of ``ALIGN``)
@@ -30,11 +32,14 @@ import zlib
 
 import numpy as np
 
+from facejax.executor import graph_manifest
 from facejax.executor import manifest as manifest_lib
 from facejax.executor.manifest import BlobError
 
 MAGIC = b"FJXBLOB\0"
-VERSION = 1
+VERSION = 1  # What facejax.export writes for the VGG family.
+GRAPH_VERSION = 2
+VERSIONS = (VERSION, GRAPH_VERSION)
 BYTE_ORDER_MARK = 0x01020304
 HEADER = struct.Struct("<8sIIQQ")
 ALIGN = 64
@@ -48,21 +53,33 @@ class Blob:
 
   Attributes:
     path: the file.
+    version: the header's format version (1 or 2).
     manifest: the parsed JSON manifest.
-    layers: the manifest's layer list, in execution order.
-    arrays: ``{(layer, field): np.ndarray}`` read-only views into the map;
-      the mean image is ``("input", "mean_image")``.
+    layers: version 1: the manifest's layer list, in execution order;
+      version 2: empty.
+    ops: version 2: the manifest's operations in execution order;
+      version 1: empty.
+    arrays: ``{(layer, field): np.ndarray}`` read-only views into the map
+      (version 2: ``(op output, field)``); the mean is
+      ``("input", "mean_image")`` (version 2: ``("input", "mean")``).
   """
 
-  def __init__(self, path, mapping, manifest, arrays):
+  def __init__(self, path, mapping, manifest, arrays, version=VERSION,
+               refs=None):
     self.path = path
+    self.version = version
     self.manifest = manifest
-    self.layers = manifest["layers"]
+    self.layers = manifest["layers"] if version == VERSION else []
+    self.ops = manifest["ops"] if version == GRAPH_VERSION else []
     self.arrays = arrays
+    self._refs = dict(refs or ())
     self._mapping = mapping
 
   @property
   def class_names(self) -> list[str]:
+    """Class names; a version-2 embedding network has none."""
+    if self.version == GRAPH_VERSION:
+      return self.manifest["output"].get("classes", [])
     return self.manifest["classes"]
 
   @property
@@ -71,6 +88,9 @@ class Blob:
 
   @property
   def mean_image(self) -> np.ndarray:
+    """The mean subtracted from inputs: (H, W, C), or (C,) in version 2."""
+    if self.version == GRAPH_VERSION:
+      return self.arrays[("input", "mean")]
     return self.arrays[("input", "mean_image")]
 
   @property
@@ -83,7 +103,7 @@ class Blob:
   def verify_checksums(self) -> None:
     """Checks every array's CRC-32 (reads the whole file)."""
     for (layer, field), arr in self.arrays.items():
-      ref = _ref_of(self.manifest, layer, field)
+      ref = self._refs[(layer, field)]
       crc = zlib.crc32(memoryview(arr.reshape(-1).view(np.uint8)))
       self._release(arr)  # Reading the file need not keep it resident.
       if crc != ref["crc32"]:
@@ -117,15 +137,6 @@ class Blob:
       self._mapping = None
 
 
-def _ref_of(manifest, layer, field):
-  if layer == "input":
-    return manifest["input"][field]
-  for spec in manifest["layers"]:
-    if spec["name"] == layer:
-      return spec["arrays"][field]
-  raise KeyError(layer)
-
-
 def read_header(path: str, head: bytes, file_bytes: int) -> tuple[int, int]:
   """Validates the fixed header; returns (manifest length, payload offset)."""
   if len(head) < HEADER.size:
@@ -135,9 +146,9 @@ def read_header(path: str, head: bytes, file_bytes: int) -> tuple[int, int]:
   if magic != MAGIC:
     raise BlobError(f"{path}: header field 'magic' is {magic!r}, expected "
                     f"{MAGIC!r} (not a facejax blob)")
-  if version != VERSION:
+  if version not in VERSIONS:
     raise BlobError(f"{path}: header field 'version' is {version}, this "
-                    f"executor reads version {VERSION}")
+                    f"executor reads versions {VERSIONS}")
   if bom != BYTE_ORDER_MARK:
     raise BlobError(f"{path}: header field 'byte_order' is {bom:#010x}, "
                     f"expected {BYTE_ORDER_MARK:#010x} (little-endian)")
@@ -175,6 +186,7 @@ def open_blob(path: str, *, verify_checksums: bool = False) -> Blob:
       file_bytes = os.fstat(f.fileno()).st_size
       head = f.read(HEADER.size)
       manifest_len, payload_offset = read_header(path, head, file_bytes)
+      version = HEADER.unpack_from(head)[1]
       mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
   except OSError as e:
     raise BlobError(f"{path}: cannot read blob: {e}") from e
@@ -187,10 +199,11 @@ def open_blob(path: str, *, verify_checksums: bool = False) -> Blob:
     padding = mapping[HEADER.size + manifest_len:payload_offset]
     if padding.strip(b"\0"):
       raise BlobError(f"{path}: header field 'padding' holds non-zero bytes")
-    refs = manifest_lib.validate(path, manifest)
+    schema = graph_manifest if version == GRAPH_VERSION else manifest_lib
+    refs = schema.validate(path, manifest)
     arrays = _map_arrays(path, mapping, refs, payload_offset, file_bytes)
-    manifest_lib.validate_csr(path, manifest, arrays)
-    blob = Blob(path, mapping, manifest, arrays)
+    schema.validate_csr(path, manifest, arrays)
+    blob = Blob(path, mapping, manifest, arrays, version, refs)
     if verify_checksums:
       blob.verify_checksums()
     return blob

@@ -211,26 +211,27 @@ def csr_columns(spec) -> int:
 def validate_csr(path, manifest, arrays) -> None:
   """Checks row pointers and column indices of every CSR layer."""
   for spec in manifest["layers"]:
-    if spec["storage"] != "csr":
-      continue
-    name = spec["name"]
-    indptr = arrays[(name, "indptr")]
-    indices = arrays[(name, "indices")]
-    nnz = indices.shape[0]
-    if indptr[0] != 0:
-      raise _error(path, f"layer {name!r} field 'indptr'",
-                   f"starts at {indptr[0]}, expected 0")
-    if indptr[-1] != nnz:
-      raise _error(path, f"layer {name!r} field 'indptr'",
-                   f"ends at {indptr[-1]}, expected nnz = {nnz}")
-    if np.any(indptr[1:] < indptr[:-1]):
-      raise _error(path, f"layer {name!r} field 'indptr'",
-                   "is not non-decreasing")
-    if nnz:
-      columns = csr_columns(spec)
-      high = int(indices.max())
-      low = int(indices.min()) if indices.dtype.kind == "i" else 0
-      if high >= columns or low < 0:
-        raise _error(path, f"layer {name!r} field 'indices'",
-                     f"column indices span [{low}, {high}], expected "
-                     f"[0, {columns})")
+    if spec["storage"] == "csr":
+      name = spec["name"]
+      check_csr(path, f"layer {name!r}", arrays[(name, "indptr")],
+                arrays[(name, "indices")], csr_columns(spec))
+
+
+def check_csr(path, where, indptr, indices, columns) -> None:
+  """Row pointers start at 0, never decrease, end at nnz; columns fit."""
+  nnz = indices.shape[0]
+  if indptr[0] != 0:
+    raise _error(path, f"{where} field 'indptr'",
+                 f"starts at {indptr[0]}, expected 0")
+  if indptr[-1] != nnz:
+    raise _error(path, f"{where} field 'indptr'",
+                 f"ends at {indptr[-1]}, expected nnz = {nnz}")
+  if np.any(indptr[1:] < indptr[:-1]):
+    raise _error(path, f"{where} field 'indptr'", "is not non-decreasing")
+  if nnz:
+    high = int(indices.max())
+    low = int(indices.min()) if indices.dtype.kind == "i" else 0
+    if high >= columns or low < 0:
+      raise _error(path, f"{where} field 'indices'",
+                   f"column indices span [{low}, {high}], expected "
+                   f"[0, {columns})")

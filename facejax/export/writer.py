@@ -1,4 +1,4 @@
-"""Serialises layers into one ``.fjx`` blob (layout in executor/blob.py).
+"""Serialises layers or ops into one ``.fjx`` blob (layout: executor/blob.py).
 
 Written to a temporary name beside the target and renamed, so a crash
 never leaves a half-written blob under the final name (STYLE.md, Errors).
@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 
 from facejax.executor import blob as blob_lib
+from facejax.executor import graph_manifest
 from facejax.executor import manifest as manifest_lib
 
 _DTYPE_CODES = {np.dtype(v).str: k for k, v in blob_lib.DTYPES.items()}
@@ -29,9 +30,26 @@ def _little_endian(array: np.ndarray, where: str) -> np.ndarray:
   return np.ascontiguousarray(array, dtype=np.dtype(code))
 
 
+class _Payload:
+  """Arrays in file order and their manifest references."""
+
+  def __init__(self):
+    self.arrays = []  # (array, manifest ref), in file order.
+    self.cursor = 0
+
+  def add(self, array, where):
+    array = _little_endian(array, where)
+    ref = {"dtype": array.dtype.str, "shape": list(array.shape),
+           "offset": self.cursor, "nbytes": array.nbytes,
+           "crc32": zlib.crc32(memoryview(array.reshape(-1).view(np.uint8)))}
+    self.arrays.append((array, ref))
+    self.cursor += array.nbytes + _pad(array.nbytes)
+    return ref
+
+
 def write_blob(path: str, *, input_size, mean_image, class_names,
                colour_order: str, layers, extra=None) -> int:
-  """Writes a blob.
+  """Writes a version-1 blob (a chain of VGG layers).
 
   Args:
     path: destination file.
@@ -48,26 +66,15 @@ def write_blob(path: str, *, input_size, mean_image, class_names,
   Returns:
     The number of bytes written.
   """
-  payload = []  # (array, manifest ref), in file order.
-  cursor = 0
-
-  def add(array, where):
-    nonlocal cursor
-    array = _little_endian(array, where)
-    ref = {"dtype": array.dtype.str, "shape": list(array.shape),
-           "offset": cursor, "nbytes": array.nbytes,
-           "crc32": zlib.crc32(memoryview(array.reshape(-1).view(np.uint8)))}
-    payload.append((array, ref))
-    cursor += array.nbytes + _pad(array.nbytes)
-    return ref
-
+  payload = _Payload()
   height, width = (int(s) for s in input_size)
   mean_image = np.asarray(mean_image, np.float32)
   manifest = {
       "format": manifest_lib.FORMAT,
       "input": {"size": [height, width], "channels": int(mean_image.shape[-1]),
                 "colour_order": colour_order,
-                "mean_image": add(mean_image, "input field 'mean_image'")},
+                "mean_image": payload.add(mean_image,
+                                          "input field 'mean_image'")},
       "classes": [str(c) for c in class_names],
       "layers": [],
   }
@@ -78,29 +85,76 @@ def write_blob(path: str, *, input_size, mean_image, class_names,
       raise ValueError(f"layer {spec['name']!r}: arrays {sorted(arrays)} "
                        f"!= fields {sorted(fields)} of {spec['storage']}")
     entry["arrays"] = {
-        f: add(arrays[f], f"layer {spec['name']!r} field {f!r}")
+        f: payload.add(arrays[f], f"layer {spec['name']!r} field {f!r}")
         for f in fields}
     manifest["layers"].append(entry)
   manifest.update(extra or {})
   # Validate what we are about to write with the reader's own rules.
   manifest_lib.validate(path, manifest)
+  return _write(path, manifest, payload, blob_lib.VERSION)
+
+
+def write_graph_blob(path: str, *, input_spec, mean, ops, output,
+                     extra=None) -> int:
+  """Writes a version-2 blob (a graph of operations, graph_manifest.py).
+
+  Args:
+    path: destination file.
+    input_spec: the manifest's ``input`` entry without ``mean``.
+    mean: float32 (C,) or (H, W, C), subtracted from every input.
+    ops: ``[(spec, arrays)]`` in execution order; ``spec`` holds the
+      op's manifest keys except ``arrays``, ``arrays`` maps its field
+      names (``graph_manifest.fields``) to NumPy arrays.
+    output: the manifest's ``output`` entry.
+    extra: informational manifest entries, JSON-serialisable.
+
+  Returns:
+    The number of bytes written.
+  """
+  payload = _Payload()
+  manifest = {
+      "format": graph_manifest.FORMAT,
+      "input": dict(input_spec, mean=payload.add(
+          np.asarray(mean, np.float32), "input field 'mean'")),
+      "ops": [],
+      "output": dict(output),
+  }
+  for spec, arrays in ops:
+    entry = dict(spec)
+    fields = graph_manifest.fields(spec)
+    if set(arrays) != set(fields):
+      raise ValueError(f"op {spec['output']!r}: arrays {sorted(arrays)} "
+                       f"!= fields {sorted(fields)}")
+    if fields:
+      entry["arrays"] = {
+          f: payload.add(arrays[f], f"op {spec['output']!r} field {f!r}")
+          for f in fields}
+    manifest["ops"].append(entry)
+  manifest.update(extra or {})
+  graph_manifest.validate(path, manifest)
+  return _write(path, manifest, payload, blob_lib.GRAPH_VERSION)
+
+
+def _write(path, manifest, payload, version) -> int:
+  """Header, manifest and payload to a temporary name, then renamed."""
   text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
   payload_offset = blob_lib.HEADER.size + len(text)
   payload_offset += _pad(payload_offset)
-  header = blob_lib.HEADER.pack(blob_lib.MAGIC, blob_lib.VERSION,
+  header = blob_lib.HEADER.pack(blob_lib.MAGIC, version,
                                 blob_lib.BYTE_ORDER_MARK, len(text),
                                 payload_offset)
   directory = os.path.dirname(os.path.abspath(path))
   tmp = os.path.join(directory,
                      f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  arrays = payload.arrays
   try:
     with open(tmp, "wb") as f:
       f.write(header)
       f.write(text)
       f.write(b"\0" * (payload_offset - len(header) - len(text)))
-      for i, (array, ref) in enumerate(payload):
+      for i, (array, ref) in enumerate(arrays):
         f.write(memoryview(array.reshape(-1).view(np.uint8)))
-        if i + 1 < len(payload):  # The file ends where the last array ends.
+        if i + 1 < len(arrays):  # The file ends where the last array ends.
           f.write(b"\0" * _pad(ref["nbytes"]))
       f.flush()
       os.fsync(f.fileno())

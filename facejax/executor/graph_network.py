@@ -1,0 +1,533 @@
+"""The forward pass of a version-2 blob (a graph of ops), NumPy only.
+
+At load the ops are fused into steps: a conv or fc takes the affine, the
+same-shape add and the ReLU that follow it when nothing else reads the
+tensors in between, and a dense conv has the affine folded into its
+kernel and bias (w·γ, b·γ + β, in float64), so dlib's conv → affine →
+add → relu is one GEMM and one pass over its output. A CSR conv keeps its
+stored dtypes (fp16 values and uint16 indices resident, sparse.py) and
+applies γ after the product. Convolutions are im2col (an ``as_strided``
+view of every window, copied one tile of output rows at a time into a
+fixed scratch buffer) and a BLAS GEMM; a tensor read by a padded conv
+lives in a buffer with a zero border, so padding costs nothing. Buffers
+are planned once per batch size (each tensor's from its shape, reused
+after its last reader, as TFLite's arena planner does) and reused by every
+call. dlib's zero-extending add (graph_manifest.py) runs as its own step
+where the shapes differ: 4 times in the face ResNet, on tiny tensors.
+"""
+
+import concurrent.futures
+
+import numpy as np
+
+from facejax.executor import blas
+from facejax.executor import conv as conv_lib
+from facejax.executor import graph_manifest
+from facejax.executor import sparse
+
+DEFAULT_TILE_BYTES = 4 << 20
+# Below this many multiply-adds a conv tile is not worth a thread
+# hand-off (~20 µs on a shared 2-core box, ~2 M multiply-adds).
+MIN_PARALLEL_MACS = 4 << 20
+
+
+class _Step:
+  """One fused group of ops; ``bind`` returns the code of one call."""
+  inputs: tuple = ()
+  output: str = ""
+  padding: tuple = (0, 0)  # What this step wants around its first input.
+
+  def bind(self, ex, batch):
+    raise NotImplementedError
+
+
+def _interior(ex, name):
+  return ex.interior[name]
+
+
+class _ConvStep(_Step):
+  """conv [→ affine] [→ add] [→ relu], dense or CSR weights."""
+
+  def __init__(self, ex, spec, affine, add_input, relu, out_shape):
+    blob = ex.blob
+    key = spec["output"]
+    self.inputs = (spec["inputs"][0],) + ((add_input,) if add_input else ())
+    self.output = out_shape[0]
+    self.shape = out_shape[1]
+    self.kernel = tuple(spec["kernel"])
+    self.stride = tuple(spec["stride"])
+    self.padding = tuple(spec["padding"])
+    self.channels = spec["in"]
+    self.add_input = add_input
+    self.relu = relu
+    columns = graph_manifest.csr_columns(spec)
+    n_out = spec["out"]
+    bias = np.asarray(blob.array(key, "bias"), np.float64)
+    scale = None
+    if affine is not None:
+      gamma = np.asarray(blob.array(affine, "scale"), np.float64)
+      beta = np.asarray(blob.array(affine, "bias"), np.float64)
+      bias, scale = bias * gamma + beta, gamma
+    if spec["storage"] == "dense":
+      kernel = np.asarray(blob.array(key, "kernel"), np.float64).reshape(
+          columns, n_out)
+      if scale is not None:
+        kernel = kernel * scale
+        scale = None
+      self.weight = np.ascontiguousarray(kernel, np.float32)
+    else:
+      self.weight = sparse.make_csr(
+          *(blob.array(key, f) for f in ("indptr", "indices", "data")),
+          columns, backend=ex.sparse_backend, pool=ex.pool,
+          threads=ex.threads)
+    self.scale = None if scale is None else scale.astype(np.float32)
+    self.bias = bias.astype(np.float32)
+    self.macs = columns * n_out * self.shape[0] * self.shape[1]
+
+  def tiles(self, ex, batch):
+    h, w, _ = self.shape
+    columns = self.kernel[0] * self.kernel[1] * self.channels
+    workers = ex.workers if self.macs >= MIN_PARALLEL_MACS else 1
+    return conv_lib.plan_tiles(batch, h, w, self.channels, pool=False,
+                               tile_bytes=ex.tile_bytes, workers=workers,
+                               pixel_columns=columns, tiles_per_worker=1)
+
+  def scratch(self, ex, batch):
+    tiles = self.tiles(ex, batch)
+    pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * self.shape[1]
+    columns = self.kernel[0] * self.kernel[1] * self.channels
+    return pixels * columns, pixels * self.shape[2]
+
+  def bind(self, ex, batch):
+    padded = ex.padded_input(self.inputs[0], self.padding)
+    kh, kw = self.kernel
+    sh, sw = self.stride
+    h, w, n_out = self.shape
+    s_n, s_h, s_w, s_c = padded.strides
+    patches = np.lib.stride_tricks.as_strided(
+        padded, shape=(batch, h, w, kh, kw, self.channels),
+        strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
+    target = _interior(ex, self.output)
+    other = _interior(ex, self.add_input) if self.add_input else None
+    tiles = self.tiles(ex, batch)
+    columns = kh * kw * self.channels
+    weight, bias, scale, relu = self.weight, self.bias, self.scale, self.relu
+    csr = hasattr(weight, "matmul")
+    jobs = []
+    for i, t in enumerate(tiles):
+      cols_buffer, out_buffer = ex.scratch[i % len(ex.scratch)]
+      n, rows = t.n1 - t.n0, t.r1 - t.r0
+      m = n * rows * w
+      cols6 = cols_buffer[:m * columns].reshape(n, rows, w, kh, kw,
+                                                self.channels)
+      jobs.append((
+          patches[t.n0:t.n1, t.r0:t.r1], cols6, cols6.reshape(m, columns),
+          out_buffer[:m * n_out].reshape(m, n_out),
+          out_buffer[:m * n_out].reshape(n, rows, w, n_out),
+          target[t.n0:t.n1, t.r0:t.r1],
+          None if other is None else other[t.n0:t.n1, t.r0:t.r1]))
+
+    def one(job):
+      src, cols6, cols, out, out4, dst, add = job
+      np.copyto(cols6, src)
+      if csr:
+        weight.matmul(cols, out)
+      else:
+        np.matmul(cols, weight, out=out)
+      if scale is not None:
+        out *= scale
+      out += bias
+      if add is not None:
+        np.add(out4, add, out=out4)
+      if relu:
+        np.maximum(out4, 0, out=dst)
+      else:
+        np.copyto(dst, out4)
+
+    pool = ex.pool
+    if len(jobs) == 1 or pool is None or csr:
+      def run():
+        for job in jobs:
+          one(job)
+    else:
+      def run():
+        for future in [pool.submit(one, job) for job in jobs]:
+          future.result()
+    return run
+
+
+class _FcStep(_Step):
+  """fc [→ relu], dense or CSR; a spatial input is read as (h, w, c)."""
+
+  def __init__(self, ex, spec, relu, out_shape):
+    blob, key = ex.blob, spec["output"]
+    self.inputs = (spec["inputs"][0],)
+    self.output, self.shape = out_shape
+    self.relu = relu
+    n_in, n_out = spec["in"], spec["out"]
+    if spec["storage"] == "dense":
+      self.weight = np.array(blob.array(key, "kernel"), np.float32)
+    else:
+      self.weight = sparse.make_csr(
+          *(blob.array(key, f) for f in ("indptr", "indices", "data")),
+          n_in, backend=ex.sparse_backend, pool=ex.pool, threads=ex.threads)
+    self.bias = (np.array(blob.array(key, "bias"), np.float32)
+                 if spec["bias"] else None)
+    self.n_in = n_in
+
+  def bind(self, ex, batch):
+    source = _interior(ex, self.inputs[0])
+    # A spatial input also read by a padded conv has a border: gather it.
+    x = (source.reshape(batch, self.n_in) if source.flags.c_contiguous
+         else np.zeros((batch, self.n_in), np.float32))
+    dst = _interior(ex, self.output)
+    weight, bias, relu = self.weight, self.bias, self.relu
+
+    def run():
+      if not source.flags.c_contiguous:
+        np.copyto(x.reshape(source.shape), source)
+      if hasattr(weight, "matmul"):
+        weight.matmul(x, dst)
+      else:
+        np.matmul(x, weight, out=dst)
+      if bias is not None:
+        np.add(dst, bias, out=dst)
+      if relu:
+        np.maximum(dst, 0, out=dst)
+    return run
+
+
+class _PoolStep(_Step):
+  """max_pool / avg_pool [→ relu], by a pass per window tap."""
+
+  def __init__(self, spec, in_shape, out_shape):
+    self.inputs = (spec["inputs"][0],)
+    self.output, self.shape = out_shape
+    self.in_shape = in_shape
+    self.kind = spec["op"]
+    self.size = tuple(spec["size"])
+    self.stride = tuple(spec["stride"])
+    self.pool_padding = tuple(spec["padding"])
+
+  def bind(self, ex, batch):
+    x = _interior(ex, self.inputs[0])
+    dst = _interior(ex, self.output)
+    (kh, kw), (sh, sw), (ph, pw) = self.size, self.stride, self.pool_padding
+    h, w, _ = self.shape
+    is_max = self.kind == "max_pool"
+    source, inverse_count = x, np.float32(1 / (kh * kw))
+    if ph or pw:
+      hi, wi, c = self.in_shape
+      fill = -np.inf if is_max else 0
+      source = np.full((batch, hi + 2 * ph, wi + 2 * pw, c), fill, np.float32)
+      inside = np.zeros((hi + 2 * ph, wi + 2 * pw), np.float32)
+      inside[ph:ph + hi, pw:pw + wi] = 1
+      count = sum(inside[i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
+                  for i in range(kh) for j in range(kw))
+      inverse_count = (1 / count)[:, :, None].astype(np.float32)
+    taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    combine = np.maximum if is_max else np.add
+    interior = source[:, ph:ph + x.shape[1], pw:pw + x.shape[2]]
+
+    def run():
+      if source is not x:
+        np.copyto(interior, x)
+      np.copyto(dst, taps[0])
+      for tap in taps[1:]:
+        combine(dst, tap, out=dst)
+      if not is_max:
+        np.multiply(dst, inverse_count, out=dst)
+    return run
+
+
+class _AddStep(_Step):
+  """add (same shapes or dlib's zero extension) [→ relu]."""
+
+  def __init__(self, spec, shapes, relu, out_shape):
+    self.inputs = tuple(spec["inputs"])
+    self.output, self.shape = out_shape
+    self.in_shapes = [shapes[n] for n in self.inputs]
+    self.relu = relu
+
+  def bind(self, ex, batch):
+    a, b = (_interior(ex, n) for n in self.inputs)
+    dst = _interior(ex, self.output)
+    region = lambda s: (slice(None),) + tuple(slice(0, d) for d in s)
+    full = [tuple(s) == tuple(self.shape) for s in self.in_shapes]
+    ra, rb = (region(s) for s in self.in_shapes)
+    relu = self.relu
+
+    def run():
+      if full[0] and full[1]:
+        np.add(a, b, out=dst)
+      elif full[0]:  # Zero-extended at the high end of each axis.
+        np.copyto(dst, a)
+        dst[rb] += b
+      elif full[1]:
+        np.copyto(dst, b)
+        dst[ra] += a
+      else:
+        dst[...] = 0
+        dst[ra] = a
+        dst[rb] += b
+      if relu:
+        np.maximum(dst, 0, out=dst)
+    return run
+
+
+class _ElementwiseStep(_Step):
+  """A lone affine, relu or global_avg."""
+
+  def __init__(self, ex, spec, out_shape):
+    self.inputs = (spec["inputs"][0],)
+    self.output, self.shape = out_shape
+    self.kind = spec["op"]
+    if self.kind == "affine":
+      key = spec["output"]
+      self.scale = np.array(ex.blob.array(key, "scale"), np.float32)
+      self.bias = np.array(ex.blob.array(key, "bias"), np.float32)
+
+  def bind(self, ex, batch):
+    x = _interior(ex, self.inputs[0])
+    dst = _interior(ex, self.output)
+    if self.kind == "relu":
+      return lambda: np.maximum(x, 0, out=dst)
+    if self.kind == "global_avg":
+      return lambda: np.mean(x, axis=(1, 2), out=dst)
+    scale, bias = self.scale, self.bias
+
+    def run():
+      np.multiply(x, scale, out=dst)
+      np.add(dst, bias, out=dst)
+    return run
+
+
+class GraphExecutor:
+  """Runs a version-2 blob on NHWC images, on the CPU.
+
+  Attributes:
+    blob: the ``Blob`` (its pages are released after loading).
+    kind: "embedding" or "logits", the network's output.
+    class_names: names of the logits (empty for an embedding).
+    steps: the fused steps, in execution order.
+    weight_bytes: bytes of the weights as held for computing.
+    activation_bytes: bytes of tensor buffers and scratch at the
+      allocated batch.
+  """
+
+  def __init__(self, blob, *, device="cpu", threads=2, tile_bytes=None,
+               sparse_backend="auto", conv="auto"):
+    if blob.version != 2:
+      raise ValueError(f"{blob.path}: a version-{blob.version} blob; "
+                       "network.Executor runs it")
+    if device != "cpu":
+      raise ValueError(f"device {device!r}: version-2 graphs run on the "
+                       "CPU only")
+    if conv not in ("auto", "im2col"):
+      raise ValueError(f"conv {conv!r}: version-2 graphs use im2col")
+    self.blob = blob
+    manifest = blob.manifest
+    self.kind = manifest["output"]["kind"]
+    self.class_names = blob.class_names
+    self.output_name = manifest["output"]["tensor"]
+    self.input_name = manifest["input"]["name"]
+    self.height, self.width = blob.input_size
+    self.channels = manifest["input"]["channels"]
+    self.scale = np.float32(manifest["input"]["scale"])
+    self.mean = np.array(blob.mean_image, np.float32)
+    self.tile_bytes = tile_bytes or DEFAULT_TILE_BYTES
+    self.sparse_backend = sparse_backend
+    self.threads = threads
+    self.pool = (concurrent.futures.ThreadPoolExecutor(threads)
+                 if threads > 1 else None)
+    # As network.py: our threads split tiles, BLAS runs one per thread.
+    self.workers = 1
+    if threads > 1 and blas.set_blas_threads(1):
+      self.workers = threads
+    self.shapes = graph_manifest.shapes(manifest)
+    self.steps = self._fuse(manifest["ops"])
+    blob.release_pages()
+    self.weight_bytes = self.mean.nbytes + sum(
+        getattr(s, a).nbytes for s in self.steps
+        for a in ("weight", "bias", "scale")
+        if getattr(s, a, None) is not None)
+    self.batch = 0
+    self.activation_bytes = 0
+
+  def _fuse(self, ops):
+    """Ops -> steps: conv/fc absorb a following affine, add and relu."""
+    readers = {}
+    for i, spec in enumerate(ops):
+      for name in spec["inputs"]:
+        readers.setdefault(name, []).append(i)
+    steps, i = [], 0
+
+    def only_reader(name, j):
+      """Op j exists, reads ``name``, and nothing else does."""
+      return (j < len(ops) and name != self.output_name
+              and readers.get(name) == [j] and name in ops[j]["inputs"])
+
+    while i < len(ops):
+      spec = ops[i]
+      kind, cur = spec["op"], spec["output"]
+      j = i + 1
+      if kind in ("conv", "fc"):
+        affine = add_input = None
+        if (kind == "conv" and only_reader(cur, j)
+            and ops[j]["op"] == "affine"):
+          affine, cur, j = ops[j]["output"], ops[j]["output"], j + 1
+        if kind == "conv" and only_reader(cur, j) and ops[j]["op"] == "add":
+          a, b = ops[j]["inputs"]
+          other = b if a == cur else a
+          if (other != cur and self.shapes[other] == self.shapes[cur]
+              == self.shapes[ops[j]["output"]]):
+            add_input, cur, j = other, ops[j]["output"], j + 1
+        relu = only_reader(cur, j) and ops[j]["op"] == "relu"
+        if relu:
+          cur, j = ops[j]["output"], j + 1
+        out = (cur, self.shapes[cur])
+        steps.append(_ConvStep(self, spec, affine, add_input, relu, out)
+                     if kind == "conv" else _FcStep(self, spec, relu, out))
+      elif kind in ("max_pool", "avg_pool"):
+        steps.append(_PoolStep(spec, self.shapes[spec["inputs"][0]],
+                               (cur, self.shapes[cur])))
+      elif kind == "add":
+        relu = only_reader(cur, j) and ops[j]["op"] == "relu"
+        if relu:
+          cur, j = ops[j]["output"], j + 1
+        steps.append(_AddStep(spec, self.shapes, relu,
+                              (cur, self.shapes[cur])))
+      else:
+        steps.append(_ElementwiseStep(self, spec, (cur, self.shapes[cur])))
+      i = j
+    return steps
+
+  def _allocate(self, batch):
+    """Tensor buffers (reused after a tensor's last reader) and scratch."""
+    border = {}
+    for step in self.steps:
+      if isinstance(step, _ConvStep):
+        b = border.setdefault(step.inputs[0], [0, 0])
+        b[0], b[1] = max(b[0], step.padding[0]), max(b[1], step.padding[1])
+    last_read = {}
+    for index, step in enumerate(self.steps):
+      for name in step.inputs:
+        last_read[name] = index
+    free, arenas = [], []  # Flat float32 buffers.
+    self.padded, self.interior = {}, {}
+
+    def place(name):
+      shape = self.shapes[name]
+      if len(shape) == 3:
+        by, bx = border.get(name, (0, 0))
+        full = (batch, shape[0] + 2 * by, shape[1] + 2 * bx, shape[2])
+      else:
+        by = bx = 0
+        full = (batch,) + shape
+      size = int(np.prod(full))
+      fits = [i for i, f in enumerate(free) if f.size >= size]
+      if fits:  # The smallest free buffer that holds it.
+        buffer = free.pop(min(fits, key=lambda i: free[i].size))
+      else:
+        buffer = np.zeros(size, np.float32)
+        arenas.append(buffer)
+      padded = buffer[:size].reshape(full)
+      self.padded[name] = (padded, (by, bx))
+      self.interior[name] = (padded[:, by:by + shape[0], bx:bx + shape[1]]
+                             if len(shape) == 3 else padded)
+      return buffer
+
+    held = {self.input_name: place(self.input_name)}
+    for index, step in enumerate(self.steps):
+      held[step.output] = place(step.output)
+      for name in set(step.inputs):
+        if last_read[name] == index and name != self.output_name:
+          free.append(held.pop(name))
+    elements = [s.scratch(self, batch) for s in self.steps
+                if isinstance(s, _ConvStep)] or [(1, 1)]
+    self.scratch = [(np.zeros(max(c for c, _ in elements), np.float32),
+                     np.zeros(max(o for _, o in elements), np.float32))
+                    for _ in range(self.workers)]
+    # Buffers are shared, so a border is re-zeroed just before its
+    # tensor is written, every call.
+    self.program = [(self._border(step.output), step.bind(self, batch))
+                    for step in self.steps]
+    self.batch = batch
+    self.activation_bytes = sum(a.nbytes for a in arenas) + sum(
+        c.nbytes + o.nbytes for c, o in self.scratch)
+
+  def _border(self, name):
+    """The zero-border slices of ``name``'s buffer ([] without one)."""
+    padded, (by, bx) = self.padded[name]
+    h, w = padded.shape[1:3] if padded.ndim == 4 else (0, 0)
+    parts = []
+    if by:
+      parts += [padded[:, :by], padded[:, h - by:]]
+    if bx:
+      parts += [padded[:, :, :bx], padded[:, :, w - bx:]]
+    return parts
+
+  def padded_input(self, name, padding):
+    """The view of ``name`` with ``padding`` zeros around it."""
+    padded, (by, bx) = self.padded[name]
+    ph, pw = padding
+    return padded[:, by - ph:padded.shape[1] - by + ph,
+                  bx - pw:padded.shape[2] - bx + pw]
+
+  def forward(self, images, *, subtract_mean=False):
+    """The output (N, size) in fp32 for NHWC images.
+
+    Args:
+      images: (N, H, W, C) at the blob's input size: ``pixels − mean``
+        (the Flax models' input; the blob's scale is applied here), or raw
+        pixels with ``subtract_mean``.
+      subtract_mean: subtract the blob's mean first.
+    """
+    images = np.asarray(images)
+    expected = (self.height, self.width, self.channels)
+    if images.ndim != 4 or images.shape[1:] != expected:
+      raise ValueError(f"images: shape {images.shape}, expected "
+                       f"(N, {self.height}, {self.width}, {self.channels})")
+    batch = images.shape[0]
+    if batch != self.batch:
+      self._allocate(batch)
+    for part in self._border(self.input_name):
+      part.fill(0)
+    x = self.interior[self.input_name]
+    if subtract_mean:
+      np.subtract(images, self.mean, out=x, casting="unsafe")
+    else:
+      np.copyto(x, images, casting="unsafe")
+    x *= self.scale
+    for border, run in self.program:
+      for part in border:
+        part.fill(0)
+      run()
+    return self.interior[self.output_name].copy()
+
+  def embed(self, images):
+    """Embeddings (N, size) of raw RGB images."""
+    return self.forward(images, subtract_mean=True)
+
+  def predict(self, images, *, subtract_mean=True):
+    """Softmax probabilities of a logits network for raw RGB images."""
+    if self.kind != "logits":
+      raise ValueError(f"{self.blob.path}: the network outputs an "
+                       f"{self.kind}, not logits")
+    logits = self.forward(images, subtract_mean=subtract_mean)
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
+
+  def close(self):
+    if self.pool is not None:
+      self.pool.shutdown()
+
+
+def make_executor(blob, **options):
+  """The executor for a blob's version: network.Executor or GraphExecutor."""
+  if blob.version == 2:
+    return GraphExecutor(blob, **options)
+  from facejax.executor import network  # pylint: disable=g-import-not-at-top
+  return network.Executor(blob, **options)
