@@ -4,7 +4,7 @@
       [--detector haar|none] [--cascade FILE] [--margin 0.1] [--min-face 30]
       [--batch all|1] [--device cpu|gpu] [--threads 2] [--top 5]
       [--threshold P] [--out DIR] [--no-display] [--wait-ms 1]
-      [--max-frames N]
+      [--max-frames N] [--max-reconnect-s S]
 
 SOURCE is ``camera:0``, a stream URL (``rtsp://user:pass@door/axis-media/
 media.amp`` for an AXIS door station, ``http://…``), a video file, or a
@@ -13,8 +13,11 @@ face, draws a box and the best label under each, and fps, classification
 and detection times on the frame; it shows the frame in a window when a
 display works and otherwise writes it to ``--out`` (default ``demo_out``).
 Ctrl-C, q/Esc in the window, or the end of the source stop it with a
-summary. Needs NumPy, OpenCV and ``facejax.executor`` only, like the
-executor, so it runs on a Jetson beside it.
+summary. A camera or stream that drops is reconnected (backoff 0.5 s to
+8 s, each attempt logged), forever unless ``--max-reconnect-s`` bounds it;
+then it is an error (exit 1), never the end of a video (exit 0). Needs
+NumPy, OpenCV and ``facejax.executor`` only, like the executor, so it runs
+on a Jetson beside it.
 """
 
 import argparse
@@ -64,11 +67,18 @@ def parse_args(argv):
                            "for a key (to step through a folder)")
   parser.add_argument("--max-frames", type=int, default=0,
                       help="stop after this many frames (0: no limit)")
+  parser.add_argument("--max-reconnect-s", type=float, default=None,
+                      help="how long to retry a camera or stream that "
+                           "drops before failing (default: forever; 0: "
+                           "never retry)")
   args = parser.parse_args(argv)
   if args.threads < 1 or args.top < 1 or args.min_face < 1:
     parser.error("--threads, --top and --min-face must be at least 1")
   if args.max_frames < 0 or args.wait_ms < 0:
     parser.error("--max-frames and --wait-ms must be 0 or more")
+  if args.max_reconnect_s is not None and not args.max_reconnect_s >= 0:
+    parser.error(f"--max-reconnect-s {args.max_reconnect_s}: expected 0 or "
+                 "more seconds")
   if not 0.0 <= args.margin <= 2.0:
     parser.error(f"--margin {args.margin}: expected a fraction in [0, 2]")
   if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -157,7 +167,8 @@ def run(args) -> int:
                                     top=args.top, threshold=args.threshold)
   window = writer = source = None
   try:
-    source = sources.open_source(args.source)
+    source = sources.open_source(args.source,
+                                 max_reconnect_s=args.max_reconnect_s)
     if not args.no_display and overlay.display_available():
       window = overlay.Window(args.wait_ms)
     if args.out or window is None:
