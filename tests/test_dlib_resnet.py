@@ -162,6 +162,7 @@ def test_features_and_cuts(weights, flax_out):
   descriptors, features = flax_out
   assert set(features) == set(dlib_resnet.CUTS)
   assert features["stage5"].shape == (8, 4, 4, 256)
+  assert all(f.dtype == np.float32 for f in features.values())
   assert features["pooled"].shape == (8, 256)
   np.testing.assert_array_equal(features["embedding"], descriptors)
   model = dlib_resnet.DlibResNet()

@@ -59,7 +59,13 @@ _MAX_TAG_BYTES = 64
 
 
 class DlibFormatError(common.FormatError):
-  """A ``.dat`` file is truncated, malformed or not dlib's face ResNet."""
+  """A ``.dat`` file is truncated, malformed or not dlib's face ResNet.
+
+  The message is one line: ``file: byte N, where: what``, where ``where``
+  is the loss layer, a version list entry (outermost first), the input
+  layer, or ``layer k (tag, name)``: the k-th layer record in file order
+  (0 = the stem conv, 25 = stage2/block0/conv1, 107 = the fc).
+  """
 
 
 class LayerSpec(NamedTuple):
@@ -188,7 +194,8 @@ def parse_resnet(data: bytes, where: str = "<bytes>") -> DlibResNetWeights:
       node.update(leaves)
   stream.context = "end of file"
   if stream.pos != len(data):
-    stream.fail(f"{len(data) - stream.pos} bytes after the last layer")
+    stream.fail(f"{len(data) - stream.pos:,} unread bytes after the last "
+                "layer", at=stream.pos)
   seconds = time.perf_counter() - start
   source = (f"dlib DNN {os.path.basename(where)} ({len(data):,} B, "
             f"loss_metric_2 margin {margin:g}, threshold {threshold:g}): "
@@ -250,7 +257,7 @@ def _read_con(stream, spec):
   # dlib's conv is a cross-correlation, like lax.conv: transpose only.
   kernel = common.conv_oihw_to_hwio(
       flat[:weights].reshape(filters, inputs, size, size))
-  return {"kernel": np.ascontiguousarray(kernel), "bias": flat[weights:]}
+  return {"kernel": _owned(kernel), "bias": _owned(flat[weights:])}
 
 
 def _read_affine(stream, spec):
@@ -260,7 +267,7 @@ def _read_affine(stream, spec):
   stream.alias("gamma", (1, channels, 1, 1))
   stream.alias("beta", (1, channels, 1, 1))
   stream.expect_int("mode (0 = CONV_MODE, per channel)", 0)
-  return {"scale": flat[:channels], "bias": flat[channels:]}
+  return {"scale": _owned(flat[:channels]), "bias": _owned(flat[channels:])}
 
 
 def _read_plain(stream, spec):
@@ -287,7 +294,16 @@ def _read_fc(stream, spec):
   stream.alias("biases", (0, 0, 0, 0))
   stream.expect_int("bias mode (1 = FC_NO_BIAS)", 1)
   _read_multipliers(stream)
-  return {"kernel": flat.reshape(inputs, outputs)}
+  return {"kernel": _owned(flat.reshape(inputs, outputs))}
+
+
+def _owned(view) -> np.ndarray:
+  """A writable float32 C-order copy of a view into the file's bytes.
+
+  One copy per leaf, never a view: a view would keep the whole file alive
+  (and read-only), and copying twice would double the peak memory.
+  """
+  return np.array(view, np.float32, order="C")
 
 
 _READERS = {"con_4": _read_con, "affine_": _read_affine, "relu_": _read_plain,
@@ -327,16 +343,18 @@ class _Stream:
     self.context = "start"
     self._field_start = 0
 
-  def fail(self, message: str):
+  def fail(self, message: str, at: Optional[int] = None):
+    """Raises naming the field's first byte (or ``at``) and the layer."""
+    at = self._field_start if at is None else at
     raise DlibFormatError(
-        f"{self.where}: byte {self._field_start}, {self.context}: {message}")
+        f"{self.where}: byte {at}, {self.context}: {message}")
 
   def _take(self, count: int, what: str) -> int:
     """Reserves ``count`` bytes; returns their start."""
     left = len(self.data) - self.pos
     if count > left:
       self.fail(f"{what} needs {count:,} bytes, only {left:,} left "
-                "(truncated file)")
+                "(truncated file)", at=self.pos)
     start = self.pos
     self.pos += count
     return start
@@ -418,13 +436,13 @@ class _Stream:
     return tuple(dims)
 
   def tensor(self, what: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 tensor of exactly ``shape``, flattened, as an owned copy."""
+    """A float32 tensor of exactly ``shape``: a flat view into the bytes."""
     dims = self._dims(what, 2)
     if dims != shape:
       self.fail(f"expected {what} shape {shape}, got {dims}")
     count = math.prod(dims)
     start = self._take(4 * count, f"{what} ({count:,} floats)")
-    return np.frombuffer(self.data, "<f4", count, start).astype(np.float32)
+    return np.frombuffer(self.data, "<f4", count, start)
 
   def skip_tensor(self, what: str) -> None:
     """A bookkeeping tensor of any size (its bytes must be there)."""
