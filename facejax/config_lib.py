@@ -10,11 +10,11 @@ from typing import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from facejax import errors
 from facejax.data import synthetic
 
 
-
-class ConfigError(ValueError):
+class ConfigError(errors.FacejaxError, ValueError):
   """A config field has a value facejax cannot use; the message names it."""
 
 
@@ -50,11 +50,11 @@ def parse_variants(arg: str | None,
     owners = [g for g, (_, names) in groups.items() if token in names]
     if not owners:
       allowed = sorted(n for _, names in groups.values() for n in names)
-      raise ValueError(f"unknown config variant {token!r}; "
+      raise ConfigError(f"unknown config variant {token!r}; "
                        f"expected one of {allowed}")
     group = owners[0]
     if group in chosen:
-      raise ValueError(f"config variants {chosen[group]!r} and {token!r} "
+      raise ConfigError(f"config variants {chosen[group]!r} and {token!r} "
                        f"both set the {group}")
     chosen[group] = token
   return {g: chosen.get(g, default) for g, (default, _) in groups.items()}

@@ -21,7 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from facejax import config_lib
+from facejax import errors
 from facejax import workspace
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,6 +39,9 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's rank, 0 to --num_processes - 1.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir whose config.json "
+    "differs from --config (the old one is kept as config.json.before-resume).")
 
 
 class _QuietLibraries(logging_lib.Filter):
@@ -59,7 +62,7 @@ def main(argv):
     parallel.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
                         _PROCESS_ID.value)
   except ValueError as e:
-    sys.exit(f"error: {e}")
+    _fail(str(e))
   if _COORDINATOR_ADDRESS.value and not parallel.is_main_process():
     logging.set_verbosity(logging.WARNING)  # Process 0 reports progress.
   try:
@@ -67,18 +70,25 @@ def main(argv):
     # ml_collections defers a config file's load error to the first access.
     config.job  # pylint: disable=pointless-statement
   except (OSError, ValueError) as e:
-    sys.exit(f"error: --config={flags.FLAGS['config'].config_filename}: "
-             f"{_one_line(str(e))}")
+    _fail(f"--config={flags.FLAGS['config'].config_filename}: "
+          f"{_one_line(str(e))}")
   config_path, _, variant = flags.FLAGS["config"].config_filename.partition(
       ":")
   workdir = _WORKDIR.value or workspace.default_workdir(config_path, variant)
   from facejax import run  # pylint: disable=g-import-not-at-top
   try:
-    results = run.run(config, workdir)
-  except (config_lib.ConfigError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+    results = run.run(config, workdir,
+                      allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except (errors.FacejaxError, FileNotFoundError) as e:
+    _fail(str(e))
   if parallel.is_main_process():
     run.print_summary(results, workdir)
+
+
+def _fail(message: str) -> None:
+  """Prints ``error: <message>`` as one line and exits with status 2."""
+  print(f"error: {_one_line(message)}", file=sys.stderr)
+  sys.exit(2)
 
 
 def _one_line(message: str) -> str:
@@ -86,9 +96,14 @@ def _one_line(message: str) -> str:
   lines = [line.strip() for line in message.splitlines() if line.strip()]
   reasons = [line for line in lines[1:]
              if re.match(r"^([A-Za-z_.]*(Error|Exception)|\[Errno)", line)]
-  if not reasons:
-    return lines[0] if lines else message
-  return f"{lines[0].rstrip(':')}: {reasons[-1]}"
+  line = lines[0] if lines else message
+  if reasons:
+    line = f"{line.rstrip(':')}: {reasons[-1]}"
+  # absl and ml_collections wrap the reason: "flag --config=X: Error whilst
+  # parsing config file: facejax.config_lib.ConfigError: <reason>".
+  line = re.sub(r"^flag (--\S+)", r"\1", line)
+  line = line.replace("Error whilst parsing config file: ", "")
+  return re.sub(r"\b(?:[a-z_]+\.)+[A-Za-z]*(?:Error|Exception): ", "", line)
 
 
 def _parse_flags(argv):
@@ -96,17 +111,23 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"error: {_one_line(str(e))}")
+    _fail(str(e))
   except (KeyError, AttributeError) as e:
-    # ml_collections raises these for --config.<unknown field>.
-    key = str(e.args[0]) if e.args else "?"
+    # ml_collections raises these for --config.<unknown field>, the message
+    # sometimes wrapped in a KeyError inside an AttributeError.
+    reason = e.args[0] if e.args else "?"
+    while isinstance(reason, Exception) and reason.args:
+      reason = reason.args[0]
+    key, _, hint = str(reason).partition("\n")
+    key = key.strip().strip("'\"")
     named = [a.split("=")[0] for a in argv[1:]
              if a.lstrip("-").startswith(("config.", "noconfig."))
-             and key.strip("'\"") in a.split("=")[0]]
+             and a.split("=")[0].endswith("." + key)]
     flag = named[0] if named else "--config.*"
-    sys.exit(f"error: {flag}: no such config field {key}")
+    hint = f" ({hint.strip()[0].lower()}{hint.strip()[1:]})" if hint else ""
+    _fail(f"{flag}: no such config field {key!r}{hint}")
   except (TypeError, ValueError) as e:
-    sys.exit(f"error in --config: {_one_line(str(e))}")
+    _fail(f"--config: {_one_line(str(e))}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, field: str, mesh: Mesh) -> None:
   """Raises a ConfigError naming ``field`` unless the devices split evenly."""
   devices = mesh.devices.size
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise config_lib.ConfigError(
+        f"--{field} must be a positive integer, got {batch_size!r}")
   if batch_size % devices:
     raise config_lib.ConfigError(
         f"{field} ({batch_size}) must be divisible by the number of devices "

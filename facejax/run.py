@@ -7,15 +7,19 @@ import ml_collections
 JOBS = ("train", "sensitivity")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        allow_config_change: bool = False) -> dict[str, Any]:
   if config.job == "train":
     from facejax.train import trainer  # pylint: disable=g-import-not-at-top
-    return trainer.train_and_evaluate(config, workdir)
+    return trainer.train_and_evaluate(
+        config, workdir, allow_config_change=allow_config_change)
   if config.job == "sensitivity":
     # pylint: disable-next=g-import-not-at-top
     from facejax.prune import sensitivity_job
     return sensitivity_job.run(config, workdir)
-  raise ValueError(f"config.job must be one of {JOBS}, got {config.job!r}")
+  from facejax import config_lib  # pylint: disable=g-import-not-at-top
+  raise config_lib.ConfigError(
+      f"config.job must be one of {JOBS}, got {config.job!r}")
 
 
 def print_summary(results: dict[str, Any], workdir: str) -> None:

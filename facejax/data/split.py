@@ -23,6 +23,7 @@ import tempfile
 from absl import logging
 import numpy as np
 
+from facejax import errors
 from facejax.data import folder as folder_lib
 
 SPLIT_NAMES = ("train", "test", "validation")
@@ -56,8 +57,8 @@ class Split:
 def split_counts(num_images: int, fractions) -> tuple[int, ...]:
   """Images per split for one identity; each split gets at least one."""
   if num_images < len(fractions):
-    raise ValueError(f"{num_images} images cannot fill {len(fractions)} "
-                     "splits.")
+    raise errors.DataError(f"{num_images} images cannot fill "
+                           f"{len(fractions)} splits")
   exact = np.asarray(fractions, np.float64) * num_images
   counts = np.floor(exact).astype(int)
   # Largest remainder; ties go to the earlier split.
@@ -75,8 +76,9 @@ def _check_fractions(fractions):
   fractions = tuple(float(f) for f in fractions)
   if (len(fractions) != len(SPLIT_NAMES) or min(fractions) <= 0
       or abs(sum(fractions) - 1) > 1e-6):
-    raise ValueError(f"Split fractions {fractions} must be three positive "
-                     "numbers (train, test, validation) summing to 1.")
+    raise errors.DataError(
+        f"Split fractions {fractions} must be three positive numbers "
+        "(train, test, validation) summing to 1.")
   return fractions
 
 
@@ -95,7 +97,7 @@ def make_split(index: folder_lib.FolderIndex,
   too_small = [f"{index.class_names[c]} ({len(p)})"
                for c, p in enumerate(by_class) if len(p) < len(fractions)]
   if too_small:
-    raise ValueError(
+    raise errors.DataError(
         f"Identities in {index.root} with fewer than {len(fractions)} images "
         "cannot appear in every split (thesis §2.4); remove or fill them: "
         + ", ".join(too_small[:20]) + (" …" if len(too_small) > 20 else ""))
@@ -125,7 +127,8 @@ def first_per_identity(split: Split, split_name: str, count: int) -> Split:
       ``count`` images in the split; the message names the identities.
   """
   if count < 1:
-    raise ValueError(f"Images per identity must be at least 1, got {count}.")
+    raise errors.DataError(
+        f"Images per identity must be at least 1, got {count}.")
   labels = split.labels(split_name)
   seen = np.zeros(len(split.class_names), np.int64)
   kept = []
@@ -136,7 +139,7 @@ def first_per_identity(split: Split, split_name: str, count: int) -> Split:
   short = [f"{split.class_names[c]} ({n})" for c, n in enumerate(seen)
            if n < count]
   if short:
-    raise ValueError(
+    raise errors.DataError(
         f"{count} {split_name} images per identity asked for, but identities "
         "have fewer: " + ", ".join(short[:20])
         + (" …" if len(short) > 20 else ""))
@@ -168,16 +171,18 @@ def load_split(path: str) -> Split:
     with open(path) as f:
       record = json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueError(f"Split file {path} is not valid JSON: {e}.") from e
+    raise errors.DataError(f"Split file {path} is not valid JSON: {e}.") from e
   if record.get("version") != _FORMAT_VERSION:
-    raise ValueError(f"Split file {path} has version {record.get('version')}"
-                     f", expected {_FORMAT_VERSION}.")
+    raise errors.DataError(
+        f"Split file {path} has version {record.get('version')}, expected "
+        f"{_FORMAT_VERSION}.")
   for key in ("seed", "fractions", "class_names", "paths"):
     if key not in record:
-      raise ValueError(f"Split file {path} lacks the field {key!r}.")
+      raise errors.DataError(f"Split file {path} lacks the field {key!r}.")
   if set(record["paths"]) != set(SPLIT_NAMES):
-    raise ValueError(f"Split file {path} has splits {sorted(record['paths'])}"
-                     f", expected {list(SPLIT_NAMES)}.")
+    raise errors.DataError(
+        f"Split file {path} has splits {sorted(record['paths'])}, expected "
+        f"{list(SPLIT_NAMES)}.")
   return Split(tuple(record["class_names"]),
                {k: tuple(record["paths"][k]) for k in SPLIT_NAMES},
                tuple(record["fractions"]), int(record["seed"]))
@@ -189,7 +194,7 @@ def check_split_matches(split: Split, index: folder_lib.FolderIndex,
   if split.class_names != index.class_names:
     added = sorted(set(index.class_names) - set(split.class_names))
     removed = sorted(set(split.class_names) - set(index.class_names))
-    raise ValueError(
+    raise errors.DataError(
         f"{source} has other identities than {index.root}: in the folder "
         f"only {added[:10]}, in the split only {removed[:10]}. Delete "
         f"{source} to split again (a resumed run then changes its data).")
@@ -227,7 +232,7 @@ def load_or_make_split(workdir: str, index: folder_lib.FolderIndex,
   split = load_split(path)
   if (not np.allclose(split.fractions, fractions)
       or split.seed != seed):
-    raise ValueError(
+    raise errors.DataError(
         f"Split file {path} was made with fractions {split.fractions} and "
         f"seed {split.seed}, but fractions {fractions} and seed {seed} were "
         "asked for; use the workdir's settings or a new workdir.")

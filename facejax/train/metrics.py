@@ -38,6 +38,40 @@ class MetricsWriter:
         step, {f"{split}/{k}": float(v) for k, v in values.items()}, now)
 
 
+def truncate(workdir: str, keep) -> int:
+  """Keeps only the rows ``keep(row)`` accepts; returns how many it dropped.
+
+  A run resumed from the checkpoint at step s reruns the steps after s, so
+  the rows they wrote before the interruption must go, or they would be
+  there twice. ``metrics.jsonl`` is rewritten under a temporary name, then
+  renamed; the TensorBoard events are rewritten from the kept rows into one
+  new file, the old files removed after it is complete.
+  """
+  rows = read_metrics(workdir)
+  kept = [row for row in rows if keep(row)]
+  if len(kept) == len(rows):
+    return 0
+  path = os.path.join(workdir, "metrics.jsonl")
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for row in kept:
+      f.write(json.dumps(row) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  logdir = os.path.join(workdir, "tensorboard")
+  old = (sorted(os.listdir(logdir)) if os.path.isdir(logdir) else [])
+  events = tensorboard_events.EventFileWriter(logdir)
+  for row in kept:
+    values = {f"{row['split']}/{k}": v for k, v in row.items()
+              if k not in ("step", "split", "time")}
+    events.write_scalars(row["step"], values, row.get("time"))
+  for name in old:
+    if name.startswith("events.out.tfevents."):
+      os.remove(os.path.join(logdir, name))
+  return len(rows) - len(kept)
+
+
 def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):

@@ -97,7 +97,7 @@ def _size_variant(model_config) -> str:
   for name, size in config_lib.SIZES.items():
     if all(model_config[k] == v for k, v in size.items()):
       return name
-  raise ValueError(
+  raise config_lib.ConfigError(
       "no embedded base model for config.model "
       f"{model_config.to_dict()}: set --config.init.weights")
 
@@ -106,7 +106,7 @@ def embedded_base_model(config: ml_collections.ConfigDict) -> str:
   """The embedded base model's workdir, trained there on first use."""
   from facejax.train import trainer  # pylint: disable=g-import-not-at-top
   if config.data.root is not None:
-    raise ValueError(
+    raise config_lib.ConfigError(
         "config.data.root is set but config.init.weights is not: fine-tuning "
         "real faces needs pretrained weights (see WORKSPACE.md)")
   pretrain = load_pretrain_config(_size_variant(config.model))
@@ -123,7 +123,7 @@ def embedded_base_model(config: ml_collections.ConfigDict) -> str:
   # One builder at a time: another job waits, then finds DONE. The
   # processes of one run build it together, data-parallel, under process
   # 0's lock; process 0 marks it DONE.
-  with _lock_on_main_process(os.path.join(workdir, ".lock")):
+  with _lock_on_main_process(os.path.join(workdir, ".build.lock")):
     if not parallel.main_process_value(os.path.exists(done_marker)):
       logging.info("building the embedded base model in %s "
                    "(configs/pretrain.py; once)", workdir)

@@ -13,6 +13,7 @@ and the key of a step do not depend on the device count either, so one
 device and many end with the same parameters up to the order of fp32 sums.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -29,6 +30,7 @@ import optax
 from facejax.data import dataset as dataset_lib
 from facejax.data import pipeline
 from facejax import config_lib
+from facejax import errors
 from facejax import parallel
 from facejax import prune
 from facejax import tree as tree_lib
@@ -40,6 +42,9 @@ from facejax.train import metrics as metrics_lib
 from facejax.train import optim
 from facejax.train import pretrained
 from facejax.train import splits
+from facejax.train import workdir as workdir_lib
+
+FINITE = "finite"  # Train-step metric: loss and gradient are finite.
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -77,10 +82,14 @@ def train_step(state, batch, mean_image, *, model, tx, seed: int,
   params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
   new_state = {"params": params, "opt_state": opt_state,
                "step": state["step"] + 1}
+  grad_norm = optim.global_norm(grads)
   train_metrics = {
       "loss": loss,
       "top1": losses.topk_correct(logits, batch["label"], 1).mean(),
-      "grad_norm": optim.global_norm(grads),
+      "grad_norm": grad_norm,
+      # A finite loss and gradient give finite parameters; checked by the
+      # loop before any checkpoint is written.
+      FINITE: jnp.isfinite(loss) & jnp.isfinite(grad_norm),
   }
   return new_state, train_metrics
 
@@ -101,18 +110,35 @@ def _network_input(images, mean_image, start: str | None):
 # --- The loop ----------------------------------------------------------------
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Trains, evaluates and checkpoints in ``workdir``; returns final metrics.
 
   Args:
     config: a config from ``configs/`` (see configs/finetune.py).
     workdir: where checkpoints, ``metrics.jsonl``, ``split.json`` and
       ``config.json`` go; an existing run there is resumed.
+    allow_config_change: resume a run whose ``config.json`` differs.
 
   Returns:
     ``{"step", "test": {...}, "val": {...}}`` with loss, top-1 and top-5.
+
+  Raises:
+    TrainingError: the workdir is in use, the resumed config differs, or
+      training diverged (the last finite checkpoint stays the latest).
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(
+        f"--workdir {workdir} is a file, not a directory")
+  os.makedirs(workdir, exist_ok=True)
+  lock = (workdir_lib.locked(workdir) if parallel.is_main_process()
+          else contextlib.nullcontext())
+  with lock:
+    return _train_and_evaluate(config, workdir, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir, allow_config_change):
+  """``train_and_evaluate`` inside the workdir's lock."""
   # --- Devices ---------------------------------------------------------------
   mesh = parallel.data_mesh()
   parallel.check_batch_size(config.train.batch_size, "config.train.batch_size",
@@ -125,9 +151,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   logging.info("%d devices in %d process(es); %d images per device per step",
                mesh.devices.size, jax.process_count(),
                config.train.batch_size // mesh.devices.size)
-  os.makedirs(workdir, exist_ok=True)
-  if main_process:
-    _write_config(config, workdir)
 
   # --- Data ------------------------------------------------------------------
   # Process 0 writes the split, decode caches and generated faces; the
@@ -171,6 +194,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "colour_order": "RGB", "pruning": {},
           "config": json.loads(config.to_json_best_effort())}
   latest = mngr.latest_step()
+  if main_process:
+    workdir_lib.write_config(config, workdir, resuming=latest is not None,
+                             allow_change=allow_config_change)
+    dropped = metrics_lib.truncate(workdir, _rows_before(latest, steps))
+    if dropped:
+      logging.info("dropped %d metrics rows written after step %s", dropped,
+                   latest)
   if latest is not None:
     abstract_state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
@@ -227,6 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             batch_size=config.train.eval_batch_size, mesh=mesh), write)
 
   # --- Loop ------------------------------------------------------------------
+  # The first step whose loss or gradient was not finite, or ``steps + 1``;
+  # kept on the device so that checking every step costs no host sync.
+  first_bad = jnp.int32(steps + 1)
   try:
     for step in range(start, steps):
       if pruner is not None and pruner.should_update(step):
@@ -244,12 +277,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if lockstep:
         jax.block_until_ready((state, train_metrics))
       done = step + 1
-      if done % config.train.log_every_steps == 0 or done == steps:
+      first_bad = jnp.where(train_metrics[FINITE], first_bad,
+                            jnp.minimum(first_bad, done))
+      logging_step = done % config.train.log_every_steps == 0 or done == steps
+      saving_step = (done % config.train.checkpoint_every_steps == 0 or
+                     done == steps)
+      if logging_step or saving_step:
+        _check_finite(int(first_bad), steps, mngr, config, workdir)
+      if logging_step:
         values = jax.device_get(train_metrics)
-        if not np.isfinite(values["loss"]):
-          raise FloatingPointError(
-              f"non-finite training loss at step {done} in {workdir}; lower "
-              f"--config.optimizer.base_lr (now {config.optimizer.base_lr})")
+        del values[FINITE]
         values["lr"] = float(schedule(step))
         write(done, "train", values)
         if main_process:
@@ -260,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         write(done, "test", test)
         if main_process:
           logging.info("step %d test %s", done, _format(test))
-      if done % config.train.checkpoint_every_steps == 0 or done == steps:
+      if saving_step:
         checkpoint.save(mngr, done, state, mean_image, meta)
   finally:
     # Let pending async saves finish, even when the loop raised.
@@ -286,6 +323,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       logging.info("final %s: %s", name, _format(results[name]))
   mngr.close()
   return results
+
+
+def _rows_before(latest: int | None, steps: int):
+  """Which metrics rows a run resumed at ``latest`` keeps: those of the
+  steps up to its checkpoint, but not a finished run's final evaluation,
+  which is written again."""
+  def keep(row) -> bool:
+    if latest is None:
+      return False
+    if row["step"] == latest == steps and row["split"] in ("test", "val"):
+      return False
+    return row["step"] <= latest
+  return keep
+
+
+def _check_finite(first_bad: int, steps: int, mngr, config, workdir) -> None:
+  """Stops before a non-finite state can be logged or saved."""
+  if first_bad <= steps:
+    mngr.wait_until_finished()
+    raise errors.TrainingError(
+        f"non-finite training loss or gradient at step {first_bad} in "
+        f"{workdir}; the latest checkpoint is step {mngr.latest_step()}, "
+        "written before it; lower --config.optimizer.base_lr (now "
+        f"{config.optimizer.base_lr}) and rerun")
 
 
 def _discard(*unused_args) -> None:
@@ -383,14 +444,6 @@ def _initial_params(config, family, model, abstract_params, data):
                                    input_std=_pixel_std(data))
   return initial.gaussian_layers(params, config.init.reinit,
                                  config.init.reinit_std, reinit_rng), mean_rgb
-
-
-def _write_config(config, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(tmp, path)
 
 
 def _format(values: dict[str, float]) -> str:
