@@ -267,3 +267,53 @@ def test_cli_writes_embeddings(small, tmp_path):
   np.testing.assert_allclose(got, expected, atol=1e-5)
   names = (tmp_path / "emb.txt").read_text().splitlines()
   assert names == [str(folder / f"{i}.png") for i in range(3)]
+
+
+def test_generic_ops_match_numpy(tmp_path):
+  """Padded pools (max ignores padding, mean over in-image elements), a
+  lone affine, a same-shape add, fc on a spatial input, a mean image."""
+  from facejax.export import graph as graph_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  k = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+  w = rng.standard_normal((64, 2)).astype(np.float32)
+  mean = rng.uniform(0, 1, (8, 8, 3)).astype(np.float32)
+  ops = [graph_lib.conv("c", "x", k, np.ones(4), stride=1, padding=1),
+         graph_lib.max_pool("m", "c", 3, 2, 1),
+         graph_lib.avg_pool("a", "m", 3, 1, 1),
+         graph_lib.affine("f", "a", np.full(4, 2.0), np.full(4, -0.5)),
+         graph_lib.add("s", "f", "a", "same"),
+         graph_lib.relu("r", "s"),
+         graph_lib.fc("o", "r", w, np.arange(2))]
+  graph = graph_lib.Graph("x", (8, 8), mean, 0.5, "RGB", ops,
+                          {"tensor": "o", "kind": "logits",
+                           "classes": ["p", "q"]})
+  path = str(tmp_path / "g.fjx")
+  graph_export.export_graph(path, graph, precision="fp32")
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=1)
+  raw = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+  c = _conv((raw - mean) * 0.5, k, 1, 1, 1)
+  m = _pool(np.pad(c, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                   constant_values=-np.inf), 3, 2, np.max)
+  total = _pool(np.pad(m, ((0, 0), (1, 1), (1, 1), (0, 0))), 3, 1, np.sum)
+  count = _pool(np.pad(np.ones((1, 4, 4, 1)), ((0, 0), (1, 1), (1, 1),
+                                               (0, 0))), 3, 1, np.sum)
+  a = total / count
+  r = np.maximum(a * 2 - 0.5 + a, 0)
+  expected = r.reshape(2, -1) @ w + np.arange(2)
+  np.testing.assert_allclose(ex.forward(raw, subtract_mean=True), expected,
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile_bytes", [20_000, 1 << 30])
+def test_tiles_and_threads_do_not_change_results(small, tmp_path, tile_bytes):
+  """Many small row tiles shared by two workers (each with its own
+  scratch), and single whole-batch tiles."""
+  params, _, images, expected = small
+  graph = lowering.lower_dlib_resnet(params)
+  path = str(tmp_path / "t.fjx")
+  graph_export.export_graph(path, graph, precision="fp32")
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                   tile_bytes=tile_bytes)
+  for _ in range(2):
+    np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
+  ex.close()

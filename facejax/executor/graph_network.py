@@ -28,7 +28,11 @@ from facejax.executor import sparse
 DEFAULT_TILE_BYTES = 4 << 20
 # Below this many multiply-adds a conv tile is not worth a thread
 # hand-off (~20 µs on a shared 2-core box, ~2 M multiply-adds).
-MIN_PARALLEL_MACS = 4 << 20
+MIN_PARALLEL_MACS = 2 << 20
+# Fewer output pixels per worker than this make a thin GEMM: split the
+# output channels instead, in blocks of whole cache lines.
+MIN_ROWS_PER_WORKER = 128
+COLUMN_ALIGN = 16
 
 
 class _Step:
@@ -84,16 +88,32 @@ class _ConvStep(_Step):
     self.bias = bias.astype(np.float32)
     self.macs = columns * n_out * self.shape[0] * self.shape[1]
 
-  def tiles(self, ex, batch):
-    h, w, _ = self.shape
+  def plan(self, ex, batch):
+    """(tiles, column blocks) of one call.
+
+    Row tiles go to the workers where each gets enough rows for an
+    efficient GEMM; below that (stages 3-5 of the ResNet at batch 1: 64,
+    16 and 4 output pixels) the workers split the output channels, so each
+    reads only its share of the weights.
+    """
+    h, w, n_out = self.shape
     columns = self.kernel[0] * self.kernel[1] * self.channels
-    workers = ex.workers if self.macs >= MIN_PARALLEL_MACS else 1
-    return conv_lib.plan_tiles(batch, h, w, self.channels, pool=False,
-                               tile_bytes=ex.tile_bytes, workers=workers,
-                               pixel_columns=columns, tiles_per_worker=1)
+    parallel = (ex.workers > 1 and not hasattr(self.weight, "matmul")
+                and self.macs * batch >= MIN_PARALLEL_MACS)
+    by_columns = (parallel and batch * h * w < MIN_ROWS_PER_WORKER *
+                  ex.workers and n_out >= 2 * COLUMN_ALIGN)
+    tiles = conv_lib.plan_tiles(
+        batch, h, w, self.channels, pool=False, tile_bytes=ex.tile_bytes,
+        workers=ex.workers if parallel and not by_columns else 1,
+        pixel_columns=columns, tiles_per_worker=1)
+    blocks = [(0, n_out)]
+    if by_columns:
+      step = -(-n_out // ex.workers // COLUMN_ALIGN) * COLUMN_ALIGN
+      blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
+    return tiles, blocks
 
   def scratch(self, ex, batch):
-    tiles = self.tiles(ex, batch)
+    tiles, _ = self.plan(ex, batch)
     pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * self.shape[1]
     columns = self.kernel[0] * self.kernel[1] * self.channels
     return pixels * columns, pixels * self.shape[2]
@@ -109,34 +129,37 @@ class _ConvStep(_Step):
         strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
     target = _interior(ex, self.output)
     other = _interior(ex, self.add_input) if self.add_input else None
-    tiles = self.tiles(ex, batch)
+    tiles, blocks = self.plan(ex, batch)
     columns = kh * kw * self.channels
-    weight, bias, scale, relu = self.weight, self.bias, self.scale, self.relu
-    csr = hasattr(weight, "matmul")
-    jobs = []
-    for i, t in enumerate(tiles):
-      cols_buffer, out_buffer = ex.scratch[i % len(ex.scratch)]
+    relu = self.relu
+    csr = hasattr(self.weight, "matmul")
+
+    def views(t, buffers, c0, c1):
+      """Everything one (tile, column block) job touches."""
+      cols_buffer, out_buffer = buffers
       n, rows = t.n1 - t.n0, t.r1 - t.r0
       m = n * rows * w
       cols6 = cols_buffer[:m * columns].reshape(n, rows, w, kh, kw,
                                                 self.channels)
-      jobs.append((
-          patches[t.n0:t.n1, t.r0:t.r1], cols6, cols6.reshape(m, columns),
-          out_buffer[:m * n_out].reshape(m, n_out),
-          out_buffer[:m * n_out].reshape(n, rows, w, n_out),
-          target[t.n0:t.n1, t.r0:t.r1],
-          None if other is None else other[t.n0:t.n1, t.r0:t.r1]))
+      out = out_buffer[:m * n_out].reshape(m, n_out)
+      return (patches[t.n0:t.n1, t.r0:t.r1], cols6,
+              cols6.reshape(m, columns),
+              self.weight if csr else self.weight[:, c0:c1],
+              out[:, c0:c1], out.reshape(n, rows, w, n_out)[..., c0:c1],
+              None if self.scale is None else self.scale[c0:c1],
+              self.bias[c0:c1], target[t.n0:t.n1, t.r0:t.r1, :, c0:c1],
+              None if other is None else
+              other[t.n0:t.n1, t.r0:t.r1, :, c0:c1])
 
-    def one(job):
-      src, cols6, cols, out, out4, dst, add = job
-      np.copyto(cols6, src)
+    def gemm(job):
+      _, _, cols, weight, out, out4, scale, bias, dst, add = job
       if csr:
         weight.matmul(cols, out)
       else:
         np.matmul(cols, weight, out=out)
       if scale is not None:
-        out *= scale
-      out += bias
+        np.multiply(out, scale, out=out)
+      np.add(out, bias, out=out)
       if add is not None:
         np.add(out4, add, out=out4)
       if relu:
@@ -144,15 +167,43 @@ class _ConvStep(_Step):
       else:
         np.copyto(dst, out4)
 
-    pool = ex.pool
-    if len(jobs) == 1 or pool is None or csr:
+    def tile(job):
+      np.copyto(job[1], job[0])
+      gemm(job)
+
+    pool, workers = ex.pool, len(ex.scratch)
+    if len(blocks) > 1:  # Columns: one im2col, the GEMM split.
+      jobs = [[views(t, ex.scratch[0], c0, c1) for c0, c1 in blocks]
+              for t in tiles]
+
       def run():
-        for job in jobs:
-          one(job)
-    else:
+        for parts in jobs:
+          np.copyto(parts[0][1], parts[0][0])
+          futures = [pool.submit(gemm, job) for job in parts[1:]]
+          gemm(parts[0])  # The calling thread is a worker too.
+          for future in futures:
+            future.result()
+      return run
+    # Rows: workers take the next tile, each with its own scratch.
+    jobs = [[views(t, buffers, 0, n_out) for t in tiles]
+            for buffers in ex.scratch]
+    if len(tiles) == 1 or pool is None:
       def run():
-        for future in [pool.submit(one, job) for job in jobs]:
-          future.result()
+        for job in jobs[0]:
+          tile(job)
+      return run
+
+    def drain(mine, queue):
+      for i in queue:
+        tile(mine[i])
+
+    def run():
+      queue = iter(range(len(tiles)))  # Shared; next() holds the GIL.
+      futures = [pool.submit(drain, jobs[k], queue)
+                 for k in range(1, workers)]
+      drain(jobs[0], queue)
+      for future in futures:
+        future.result()
     return run
 
 

@@ -90,10 +90,12 @@ def validate(path, manifest) -> list:
   Returns:
     ``[((layer, field), ref), ...]`` in file order.
   """
-  _dict(path, "manifest", manifest, ("format", "input", "classes", "layers"))
+  _dict(path, "manifest", manifest, ("format",))
   if manifest["format"] != FORMAT:
     raise _error(path, "manifest field 'format'",
-                 f"{manifest['format']!r} != {FORMAT!r}")
+                 f"{manifest['format']!r} != {FORMAT!r}, the format of "
+                 "header field 'version' 1")
+  _dict(path, "manifest", manifest, ("input", "classes", "layers"))
   inp = _dict(path, "manifest field 'input'", manifest["input"],
               ("size", "channels", "colour_order", "mean_image"))
   size = inp["size"]

@@ -1,0 +1,327 @@
+"""dlib's face ResNet: the facejax executor against dlib, ONNX Runtime, torch.
+
+  OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/resnet_executor.py \
+      [--rounds 30] [--threads 2] [--out-dir /tmp/facejax_resnet]
+
+One process, one set of weights (the real ``dlib_face_recognition_resnet_
+model_v1.dat`` through facejax.porting.dlib; ``--random`` for seeded
+random ones), the same 150×150 chips for everyone, timed round-robin
+(benchmarks/interleaved.py) so all contenders see the same machine load:
+
+* executor fp32 (dense) and fp16 (dense fp16 storage, upcast at load):
+  version-2 blobs from facejax.export.graph_export, batch 1 and 8;
+* dlib's ``compute_face_descriptor`` on the chips (no alignment: they are
+  already 150×150; dlib runs its own single-threaded CPU code);
+* ONNX Runtime (CPU provider, ``--threads`` intra-op threads) on an ONNX
+  graph built here with onnx.helper: affine as BatchNormalization (mean
+  0, variance 1, epsilon 0, which ORT folds into the conv), the
+  zero-extending add as Pad + Add;
+* PyTorch eager, channels-last, when it imports.
+
+Prints time per face (median and min over rounds), the ratios to the
+executor and the max abs difference of every contender's descriptors to
+the executor's fp32 ones; writes ``OUT_DIR/results.json``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import numpy as np
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import interleaved
+from facejax.executor import blob as blob_lib
+from facejax.executor import graph_network
+from facejax.export import graph_export
+from facejax.export import lowering
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+
+def _blocks(params):
+  for stage, blocks, _ in lowering.DLIB_STAGES:
+    for block in range(blocks):
+      yield (f"stage{stage}/block{block}", stage > 1 and block == 0,
+             params[f"stage{stage}"][f"block{block}"])
+
+
+def onnx_model(params, shapes):
+  """The ResNet as ONNX: NHWC ``pixels − mean`` in, the descriptor out.
+
+  ``shapes`` maps a block's prefix to (main, shortcut) NHWC shapes, from
+  the executor's shape inference, for the Pad of the zero-extending add.
+  """
+  # pylint: disable=g-import-not-at-top
+  from onnx import helper
+  from onnx import numpy_helper
+  from onnx import TensorProto
+  # pylint: enable=g-import-not-at-top
+  nodes, inits = [], []
+
+  def const(name, array):
+    inits.append(numpy_helper.from_array(np.asarray(array), name))
+    return name
+
+  def conv_affine(name, x, conv, affine, stride, pad):
+    k = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))
+    nodes.append(helper.make_node(
+        "Conv", [x, const(name + "/w", k), const(name + "/b", conv["bias"])],
+        [name], kernel_shape=list(k.shape[2:]), strides=[stride, stride],
+        pads=[pad] * 4))
+    n = k.shape[0]
+    nodes.append(helper.make_node(
+        "BatchNormalization",
+        [name, const(name + "/g", affine["scale"]),
+         const(name + "/be", affine["bias"]),
+         const(name + "/m", np.zeros(n, np.float32)),
+         const(name + "/v", np.ones(n, np.float32))],
+        [name + "/bn"], epsilon=0.0))
+    return name + "/bn"
+
+  def relu(x):
+    nodes.append(helper.make_node("Relu", [x], [x + "/relu"]))
+    return x + "/relu"
+
+  nodes.append(helper.make_node("Transpose", ["input"], ["nchw"],
+                                perm=[0, 3, 1, 2]))
+  nodes.append(helper.make_node(
+      "Mul", ["nchw", const("scale", np.float32(lowering.DLIB_INPUT_SCALE))],
+      ["x0"]))
+  stem = params["stem"]
+  x = relu(conv_affine("stem", "x0", stem["conv"], stem["affine"], 2, 0))
+  nodes.append(helper.make_node("MaxPool", [x], ["pool0"],
+                                kernel_shape=[3, 3], strides=[2, 2]))
+  x = "pool0"
+  for prefix, down, q in _blocks(params):
+    y = relu(conv_affine(prefix + "/c1", x, q["conv1"], q["affine1"],
+                         2 if down else 1, 0 if down else 1))
+    y = conv_affine(prefix + "/c2", y, q["conv2"], q["affine2"], 1, 1)
+    shortcut = x
+    if down:
+      nodes.append(helper.make_node("AveragePool", [x], [prefix + "/sc"],
+                                    kernel_shape=[2, 2], strides=[2, 2]))
+      shortcut = prefix + "/sc"
+    main_shape, short_shape = shapes[prefix]
+    total = [max(a, b) for a, b in zip(main_shape, short_shape)]
+    for which, shape in (("main", main_shape), ("short", short_shape)):
+      if list(shape) != total:  # NHWC sizes -> NCHW end pads.
+        h, w, c = (t - s for t, s in zip(total, shape))
+        pads = const(f"{prefix}/{which}_pads",
+                     np.array([0, 0, 0, 0, 0, c, h, w], np.int64))
+        source = y if which == "main" else shortcut
+        nodes.append(helper.make_node("Pad", [source, pads],
+                                      [f"{prefix}/{which}_pad"]))
+        if which == "main":
+          y = f"{prefix}/{which}_pad"
+        else:
+          shortcut = f"{prefix}/{which}_pad"
+    nodes.append(helper.make_node("Add", [y, shortcut], [prefix + "/add"]))
+    x = relu(prefix + "/add")
+  nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+  nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+  nodes.append(helper.make_node(
+      "MatMul", ["flat", const("emb", params["embedding"]["kernel"])],
+      ["embedding"]))
+  graph = helper.make_graph(
+      nodes, "dlib_resnet",
+      [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                     ["N", 150, 150, 3])],
+      [helper.make_tensor_value_info("embedding", TensorProto.FLOAT,
+                                     ["N", 128])], inits)
+  return helper.make_model(graph, ir_version=10,
+                           opset_imports=[helper.make_opsetid("", 17)])
+
+
+def block_shapes(params, shapes):
+  """{block prefix: (main, shortcut) per-image NHWC shapes}."""
+  return {prefix: (shapes[prefix + "/affine2"],
+                   shapes[prefix + "/shortcut"] if down
+                   else shapes[prefix + "/affine2"])
+          for prefix, down, _ in _blocks(params)}
+
+
+def ort_runner(params, shapes, threads):
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  options = ort.SessionOptions()
+  options.intra_op_num_threads = threads
+  options.inter_op_num_threads = 1
+  session = ort.InferenceSession(
+      onnx_model(params, shapes).SerializeToString(), options,
+      providers=["CPUExecutionProvider"])
+  run = lambda x: session.run(None, {"input": x})[0]
+  run.version = ort.__version__
+  return run
+
+
+def torch_runner(params, threads):
+  """Eager PyTorch, channels-last, affine folded into the conv."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+
+  def folded(conv, affine):
+    k = conv["kernel"].astype(np.float64) * affine["scale"]
+    b = conv["bias"] * affine["scale"].astype(np.float64) + affine["bias"]
+    w = torch.from_numpy(np.ascontiguousarray(
+        k.transpose(3, 2, 0, 1), np.float32))
+    return (w.contiguous(memory_format=torch.channels_last),
+            torch.from_numpy(b.astype(np.float32)))
+
+  stem = folded(params["stem"]["conv"], params["stem"]["affine"])
+  blocks = [(down, folded(q["conv1"], q["affine1"]),
+             folded(q["conv2"], q["affine2"]))
+            for _, down, q in _blocks(params)]
+  embedding = torch.from_numpy(params["embedding"]["kernel"])
+
+  def add_prev(a, b):
+    shape = [max(p, q) for p, q in zip(a.shape, b.shape)]
+    def extend(t):
+      return F.pad(t, (0, shape[3] - t.shape[3], 0, shape[2] - t.shape[2],
+                       0, shape[1] - t.shape[1]))
+    return extend(a) + extend(b)
+
+  def forward(x):
+    h = x.permute(0, 3, 1, 2) * lowering.DLIB_INPUT_SCALE
+    h = F.max_pool2d(F.relu(F.conv2d(h, *stem, stride=2)), 3, 2)
+    for down, c1, c2 in blocks:
+      y = F.relu(F.conv2d(h, *c1, stride=2 if down else 1,
+                          padding=0 if down else 1))
+      y = F.conv2d(y, *c2, padding=1)
+      h = F.relu(add_prev(y, F.avg_pool2d(h, 2) if down else h))
+    return h.mean(dim=(2, 3)) @ embedding
+
+  def run(x):
+    with torch.inference_mode():
+      return forward(torch.from_numpy(x)).numpy()
+  run.version = torch.__version__
+  return run
+
+
+def dlib_runner():
+  import dlib  # pylint: disable=g-import-not-at-top
+  from facejax.porting import dlib as porting  # pylint: disable=g-import-not-at-top
+  net = dlib.face_recognition_model_v1(porting.find_model_file())
+
+  def run(chips):
+    if len(chips) == 1:
+      return np.array([net.compute_face_descriptor(chips[0])])
+    return np.array([np.array(d) for d in
+                     net.compute_face_descriptor(list(chips))])
+  run.version = dlib.__version__
+  return run
+
+
+def _openblas_core():
+  """The kernel set OpenBLAS chose (OPENBLAS_CORETYPE or its detection)."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+    paths = sorted({line.split()[-1] for line in f
+                    if "openblas" in line.lower() and "/" in line})
+  for path in paths:
+    lib = ctypes.CDLL(path)
+    for name in ("scipy_openblas_get_corename64_", "openblas_get_corename"):
+      fn = getattr(lib, name, None)
+      if fn is not None:
+        fn.restype = ctypes.c_char_p
+        return fn().decode()
+  return "unknown"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rounds", type=int, default=30)
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  parser.add_argument("--out-dir", default="/tmp/facejax_resnet")
+  parser.add_argument("--random", action="store_true",
+                      help="seeded random weights instead of dlib's file")
+  parser.add_argument("--skip-torch", action="store_true")
+  args = parser.parse_args(argv)
+  os.makedirs(args.out_dir, exist_ok=True)
+  if args.random:
+    params = lowering.random_dlib_resnet_params(seed=0)
+    mean_rgb, source = lowering.DLIB_MEAN_RGB, "random (seed 0)"
+  else:
+    from facejax.porting import dlib as porting  # pylint: disable=g-import-not-at-top
+    weights = porting.read_resnet(porting.find_model_file())
+    params, mean_rgb, source = weights.params, weights.mean_rgb, (
+        porting.find_model_file())
+  graph = lowering.lower_dlib_resnet(params, mean_rgb=mean_rgb)
+  executors = {}
+  for precision in ("fp32", "fp16"):
+    path = os.path.join(args.out_dir, f"resnet_{precision}.fjx")
+    graph_export.export_graph(path, graph, precision=precision)
+    executors[precision] = graph_network.GraphExecutor(
+        blob_lib.open_blob(path, verify_checksums=True),
+        threads=args.threads)
+  rng = np.random.default_rng(0)
+  chips = rng.integers(0, 256, (max(args.batches), 150, 150, 3), np.uint8)
+  # Smooth the noise a little: closer to a photograph's statistics.
+  chips = ((chips.astype(np.int32) + np.roll(chips, 1, 1) +
+            np.roll(chips, 1, 2)) // 3).astype(np.uint8)
+  inputs = (chips - np.asarray(mean_rgb, np.float32)).astype(np.float32)
+  peers = {"ort": ort_runner(
+      params, block_shapes(params, executors["fp32"].shapes), args.threads)}
+  if not args.skip_torch:
+    try:
+      peers["torch"] = torch_runner(params, args.threads)
+    except ImportError:
+      pass
+  peers_dlib = None if args.random else dlib_runner()
+  results = {"machine": {"platform": platform.platform(),
+                         "cpus": os.cpu_count(),
+                         "load_average": os.getloadavg(),
+                         "OPENBLAS_NUM_THREADS":
+                             os.environ.get("OPENBLAS_NUM_THREADS"),
+                         "OPENBLAS_CORETYPE":
+                             os.environ.get("OPENBLAS_CORETYPE"),
+                         "openblas_core": _openblas_core(),
+                         "numpy": np.__version__},
+             "weights": source, "threads": args.threads, "batches": {}}
+  for batch in args.batches:
+    x, c = inputs[:batch], chips[:batch]
+    contenders = {f"executor_{p}": (lambda e=e: e.forward(x))
+                  for p, e in executors.items()}
+    contenders.update({name: (lambda r=r: r(x)) for name, r in peers.items()})
+    if peers_dlib is not None:
+      contenders["dlib"] = lambda: peers_dlib(c)
+    reference = executors["fp32"].forward(x)
+    differences = {name: float(np.abs(fn() - reference).max())
+                   for name, fn in contenders.items()}
+    timing = interleaved.round_robin(contenders, args.rounds)
+    base = timing["executor_fp32"]
+    rows = {}
+    for name, t in timing.items():
+      rows[name] = {
+          "median_ms_per_face": t["median_ms"] / batch,
+          "min_ms_per_face": t["min_ms"] / batch,
+          "vs_executor_fp32_median": t["median_ms"] / base["median_ms"],
+          "vs_executor_fp32_min": t["min_ms"] / base["min_ms"],
+          "max_abs_diff_to_executor_fp32": differences[name]}
+    results["batches"][str(batch)] = rows
+    print(f"\nbatch {batch}: ms per face (median / min over {args.rounds} "
+          "rounds), ratio to executor fp32, max |Δ descriptor|")
+    for name, r in rows.items():
+      print(f"  {name:15} {r['median_ms_per_face']:8.2f} "
+            f"{r['min_ms_per_face']:8.2f}   "
+            f"{r['vs_executor_fp32_median']:6.2f}× "
+            f"{r['vs_executor_fp32_min']:6.2f}×   "
+            f"{r['max_abs_diff_to_executor_fp32']:.2e}")
+  results["versions"] = {name: getattr(r, "version", "")
+                         for name, r in peers.items()}
+  print(f"\nload average now {os.getloadavg()}, versions "
+        f"{results['versions']}")
+  with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  for e in executors.values():
+    e.close()
+
+
+if __name__ == "__main__":
+  main()
