@@ -28,6 +28,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from facejax.models import family
 from facejax.porting import dlib as dlib_format
 
 STAGES = dlib_format.STAGES
@@ -171,3 +172,29 @@ class DlibResNet(nn.Module):
     if return_features:
       return x, features
     return x
+
+
+def build(model_config, num_classes: int) -> DlibResNet:
+  return DlibResNet(num_classes=num_classes, width=model_config.width)
+
+
+def meta(model_config, num_classes: int) -> dict:
+  return {"name": "dlib_resnet", "num_classes": num_classes,
+          "width": model_config.width,
+          "input_size": model_config.input_size}
+
+
+def _default_weights() -> str:
+  """dlib's trained network, as face-recognition-models installs it."""
+  return dlib_format.find_model_file()
+
+
+# No dropout and no batch statistics, so every cut is exact. Nearest the
+# output first: a frozen trunk with a new head trains on cached 128-d
+# embeddings; with stage5 fine-tuned too, on stage4's 4×4×256 output.
+FAMILY = family.Family(
+    name="dlib_resnet", build=build, meta=meta, reinit=("head",),
+    default_weights=_default_weights,
+    cuts=(family.Cut("embedding", r"head/.*"),
+          family.Cut("pooled", r"(embedding|head)/.*"),
+          family.Cut("stage5", r"(stage5|embedding|head)/.*")))

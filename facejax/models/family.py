@@ -29,7 +29,7 @@ from typing import Any, Callable
 from facejax import config_lib
 
 # config.model.name -> module of facejax.models defining ``FAMILY``.
-MODULES = {"vgg16": "vgg16", "dlib_resnet": "dlib_resnet_family"}
+MODULES = {"vgg16": "vgg16", "dlib_resnet": "dlib_resnet"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -342,10 +342,12 @@ def _check_finite(first_bad: int, steps: int, mngr, config, workdir) -> None:
   """Stops before a non-finite state can be logged or saved."""
   if first_bad <= steps:
     mngr.wait_until_finished()
+    latest = mngr.latest_step()
+    saved = "none" if latest is None else f"step {latest}, finite"
     raise errors.TrainingError(
         f"non-finite training loss or gradient at step {first_bad} in "
-        f"{workdir}; the latest checkpoint is step {mngr.latest_step()}, "
-        "written before it; lower --config.optimizer.base_lr (now "
+        f"{workdir} (latest checkpoint: {saved}); lower "
+        "--config.optimizer.base_lr (now "
         f"{config.optimizer.base_lr}) and rerun")
 
 
