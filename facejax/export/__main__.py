@@ -21,7 +21,8 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m facejax.export", description=__doc__.split("\n")[0])
   parser.add_argument("checkpoint",
-                      help="a workdir (latest step) or a step directory")
+                      help="a workdir (latest step), a step directory, or "
+                      "dlib's ResNet .dat (an embedding blob)")
   parser.add_argument("--out", required=True, help="the .fjx file to write")
   parser.add_argument("--precision", choices=("fp16", "fp32"),
                       default="fp16", help="value dtype (default fp16)")
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
   from facejax.export import exporter
   from facejax.train import checkpoint
   # pylint: enable=g-import-not-at-top
+  if args.checkpoint.endswith(".dat"):
+    return _export_graph(args, _dlib_bundle(args.checkpoint))
   try:
     bundle = checkpoint.restore_for_export(args.checkpoint)
   except (FileNotFoundError, ValueError, KeyError) as e:
@@ -52,6 +55,8 @@ def main(argv=None) -> int:
           f"{bundle.mean_image.shape[:2]} but model.input_size is {size}",
           file=sys.stderr)
     return 2
+  if bundle.model.get("name", "vgg16") != "vgg16":
+    return _export_graph(args, bundle)
   try:
     encoded, _ = exporter.export_model(
         args.out, bundle.params, masks=bundle.masks,
@@ -64,6 +69,62 @@ def main(argv=None) -> int:
     return 2
   print(f"{args.checkpoint} (step {bundle.step}) -> {args.out}")
   print(exporter.size_table(encoded, args.out))
+  return 0
+
+
+def _dlib_bundle(path):
+  """dlib's trained network as an export bundle: an embedding model."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from facejax.porting import dlib
+  from facejax.train import checkpoint
+  # pylint: enable=g-import-not-at-top
+  weights = dlib.read_resnet(path)
+  return checkpoint.ExportBundle(
+      params=weights.params, masks=None,
+      mean_image=np.broadcast_to(np.asarray(weights.mean_rgb, np.float32),
+                                 (weights.input_size, weights.input_size, 3)),
+      class_names=[], model={"name": "dlib_resnet", "num_classes": 0,
+                             "input_size": weights.input_size},
+      colour_order="RGB", pruning={}, step=0)
+
+
+def _export_graph(args, bundle) -> int:
+  """A blob of format version 2 (a graph of operations) for a family the
+  v1 layer list cannot describe (dlib's ResNet)."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from facejax.export import graph_export
+  from facejax.export import lowering
+  # pylint: enable=g-import-not-at-top
+  mean = np.asarray(bundle.mean_image, np.float32)
+  mean_rgb = mean.reshape(-1, 3)[0]
+  if not np.all(mean.reshape(-1, 3) == mean_rgb):
+    print(f"error: {args.checkpoint}: the ResNet's mean must be one value "
+          "per channel", file=sys.stderr)
+    return 2
+  try:
+    graph = lowering.lower_dlib_resnet(
+        bundle.params, bundle.masks, mean_rgb=mean_rgb,
+        class_names=bundle.class_names or None)
+    encoded, size = graph_export.export_graph(
+        args.out, graph, precision=args.precision, storage=args.storage,
+        allow_uint16=args.allow_uint16,
+        extra={"pruning": bundle.pruning, "source_model": bundle.model})
+  except ValueError as e:
+    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+    return 2
+  weights = sum(e.weights for e in encoded.values())
+  kept = sum(e.kept for e in encoded.values())
+  dense = sum((e.weights + e.spec["out"]) * 4 for e in encoded.values())
+  print(f"{args.checkpoint} (step {bundle.step}) -> {args.out} "
+        f"(format 2, {graph.output['kind']})")
+  print(f"{'layer':32} {'format':14} {'weights':>10} {'kept':>7}")
+  for name, e in encoded.items():
+    print(f"{name:32} {e.format:14} {e.weights:10,d} "
+          f"{e.kept / max(e.weights, 1):7.2%}")
+  print(f"file {size:,d} bytes = {size / dense:.4f}× dense fp32 "
+        f"({weights:,d} weights, {kept / max(weights, 1):.2%} kept)")
   return 0
 
 
