@@ -1,7 +1,8 @@
 """dlib's face ResNet: the facejax executor against dlib, ONNX Runtime, torch.
 
   OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/resnet_executor.py \
-      [--rounds 30] [--threads 2] [--out-dir /tmp/facejax_resnet]
+      [--rounds 30] [--threads 2] [--batches 1 8] [--torch] [--random]
+      [--out-dir /tmp/facejax_resnet]
 
 One process, one set of weights (the real ``dlib_face_recognition_resnet_
 model_v1.dat`` through facejax.porting.dlib; ``--random`` for seeded
@@ -16,7 +17,10 @@ random ones), the same 150×150 chips for everyone, timed round-robin
   graph built here with onnx.helper: affine as BatchNormalization (mean
   0, variance 1, epsilon 0, which ORT folds into the conv), the
   zero-extending add as Pad + Add;
-* PyTorch eager, channels-last, when it imports.
+* PyTorch eager, channels-last, with ``--torch`` (off by default: at
+  batch 1 its OpenMP workers keep spinning after each call, which on 2
+  shared cores slows the next contender and made its own median 50×
+  its minimum).
 
 Prints time per face (median and min over rounds), the ratios to the
 executor and the max abs difference of every contender's descriptors to
@@ -205,7 +209,8 @@ def torch_runner(params, threads):
 
 def dlib_runner():
   import dlib  # pylint: disable=g-import-not-at-top
-  from facejax.porting import dlib as porting  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.porting import dlib as porting
   net = dlib.face_recognition_model_v1(porting.find_model_file())
 
   def run(chips):
@@ -241,14 +246,17 @@ def main(argv=None):
   parser.add_argument("--out-dir", default="/tmp/facejax_resnet")
   parser.add_argument("--random", action="store_true",
                       help="seeded random weights instead of dlib's file")
-  parser.add_argument("--skip-torch", action="store_true")
+  parser.add_argument("--torch", action="store_true",
+                      help="also time PyTorch (its OpenMP threads spin "
+                      "after each call and slow whoever runs next)")
   args = parser.parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
   if args.random:
     params = lowering.random_dlib_resnet_params(seed=0)
     mean_rgb, source = lowering.DLIB_MEAN_RGB, "random (seed 0)"
   else:
-    from facejax.porting import dlib as porting  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+  from facejax.porting import dlib as porting
     weights = porting.read_resnet(porting.find_model_file())
     params, mean_rgb, source = weights.params, weights.mean_rgb, (
         porting.find_model_file())
@@ -268,7 +276,7 @@ def main(argv=None):
   inputs = (chips - np.asarray(mean_rgb, np.float32)).astype(np.float32)
   peers = {"ort": ort_runner(
       params, block_shapes(params, executors["fp32"].shapes), args.threads)}
-  if not args.skip_torch:
+  if args.torch:
     try:
       peers["torch"] = torch_runner(params, args.threads)
     except ImportError:

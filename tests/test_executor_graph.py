@@ -272,7 +272,8 @@ def test_cli_writes_embeddings(small, tmp_path):
 def test_generic_ops_match_numpy(tmp_path):
   """Padded pools (max ignores padding, mean over in-image elements), a
   lone affine, a same-shape add, fc on a spatial input, a mean image."""
-  from facejax.export import graph as graph_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.export import graph as graph_lib
   rng = np.random.default_rng(0)
   k = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
   w = rng.standard_normal((64, 2)).astype(np.float32)

@@ -9,8 +9,9 @@ Prints, per image, the top labels with softmax probabilities (thesis
 §2.9, test mode) and the time per batch. A blob whose network outputs an
 embedding (version 2, e.g. dlib's face ResNet) writes the embeddings
 instead: an (N, size) float32 ``--out`` file, row i for line i of the
-image list written beside it (same name, ``.txt``). Needs NumPy only (SciPy, OpenCV
-and CuPy when present or asked for); this is what runs on the Jetson.
+image list written beside it (same name, ``.txt``). Needs NumPy only
+(SciPy, OpenCV and CuPy when present or asked for); this is what runs on
+the Jetson.
 """
 
 import argparse

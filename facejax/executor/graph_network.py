@@ -4,7 +4,8 @@ At load the ops are fused into steps: a conv or fc takes the affine, the
 same-shape add and the ReLU that follow it when nothing else reads the
 tensors in between, and a dense conv has the affine folded into its
 kernel and bias (w·γ, b·γ + β, in float64), so dlib's conv → affine →
-add → relu is one GEMM and one pass over its output. A CSR conv keeps its
+add → relu is one GEMM and an epilogue on each output tile (the steps
+are in graph_steps.py). A CSR conv keeps its
 stored dtypes (fp16 values and uint16 indices resident, sparse.py) and
 applies γ after the product. Convolutions are im2col (an ``as_strided``
 view of every window, copied one tile of output rows at a time into a
@@ -14,6 +15,11 @@ are planned once per batch size (each tensor's from its shape, reused
 after its last reader, as TFLite's arena planner does) and reused by every
 call. dlib's zero-extending add (graph_manifest.py) runs as its own step
 where the shapes differ: 4 times in the face ResNet, on tiny tensors.
+
+Threads (``threads`` > 1): as network.py does, BLAS is pinned to one
+thread and our workers (the calling thread among them) take row tiles
+of a conv, or, where a worker would get fewer than 128 output pixels
+(stages 3-5 at batch 1), blocks of its output channels.
 """
 
 import concurrent.futures
@@ -21,337 +27,8 @@ import concurrent.futures
 import numpy as np
 
 from facejax.executor import blas
-from facejax.executor import conv as conv_lib
 from facejax.executor import graph_manifest
-from facejax.executor import sparse
-
-DEFAULT_TILE_BYTES = 4 << 20
-# Below this many multiply-adds a conv tile is not worth a thread
-# hand-off (~20 µs on a shared 2-core box, ~2 M multiply-adds).
-MIN_PARALLEL_MACS = 2 << 20
-# Fewer output pixels per worker than this make a thin GEMM: split the
-# output channels instead, in blocks of whole cache lines.
-MIN_ROWS_PER_WORKER = 128
-COLUMN_ALIGN = 16
-
-
-class _Step:
-  """One fused group of ops; ``bind`` returns the code of one call."""
-  inputs: tuple = ()
-  output: str = ""
-  padding: tuple = (0, 0)  # What this step wants around its first input.
-
-  def bind(self, ex, batch):
-    raise NotImplementedError
-
-
-def _interior(ex, name):
-  return ex.interior[name]
-
-
-class _ConvStep(_Step):
-  """conv [→ affine] [→ add] [→ relu], dense or CSR weights."""
-
-  def __init__(self, ex, spec, affine, add_input, relu, out_shape):
-    blob = ex.blob
-    key = spec["output"]
-    self.inputs = (spec["inputs"][0],) + ((add_input,) if add_input else ())
-    self.output = out_shape[0]
-    self.shape = out_shape[1]
-    self.kernel = tuple(spec["kernel"])
-    self.stride = tuple(spec["stride"])
-    self.padding = tuple(spec["padding"])
-    self.channels = spec["in"]
-    self.add_input = add_input
-    self.relu = relu
-    columns = graph_manifest.csr_columns(spec)
-    n_out = spec["out"]
-    bias = np.asarray(blob.array(key, "bias"), np.float64)
-    scale = None
-    if affine is not None:
-      gamma = np.asarray(blob.array(affine, "scale"), np.float64)
-      beta = np.asarray(blob.array(affine, "bias"), np.float64)
-      bias, scale = bias * gamma + beta, gamma
-    if spec["storage"] == "dense":
-      kernel = np.asarray(blob.array(key, "kernel"), np.float64).reshape(
-          columns, n_out)
-      if scale is not None:
-        kernel = kernel * scale
-        scale = None
-      self.weight = np.ascontiguousarray(kernel, np.float32)
-    else:
-      self.weight = sparse.make_csr(
-          *(blob.array(key, f) for f in ("indptr", "indices", "data")),
-          columns, backend=ex.sparse_backend, pool=ex.pool,
-          threads=ex.threads)
-    self.scale = None if scale is None else scale.astype(np.float32)
-    self.bias = bias.astype(np.float32)
-    self.macs = columns * n_out * self.shape[0] * self.shape[1]
-
-  def plan(self, ex, batch):
-    """(tiles, column blocks) of one call.
-
-    Row tiles go to the workers where each gets enough rows for an
-    efficient GEMM; below that (stages 3-5 of the ResNet at batch 1: 64,
-    16 and 4 output pixels) the workers split the output channels, so each
-    reads only its share of the weights.
-    """
-    h, w, n_out = self.shape
-    columns = self.kernel[0] * self.kernel[1] * self.channels
-    parallel = (ex.workers > 1 and not hasattr(self.weight, "matmul")
-                and self.macs * batch >= MIN_PARALLEL_MACS)
-    by_columns = (parallel and batch * h * w < MIN_ROWS_PER_WORKER *
-                  ex.workers and n_out >= 2 * COLUMN_ALIGN)
-    tiles = conv_lib.plan_tiles(
-        batch, h, w, self.channels, pool=False, tile_bytes=ex.tile_bytes,
-        workers=ex.workers if parallel and not by_columns else 1,
-        pixel_columns=columns, tiles_per_worker=1)
-    blocks = [(0, n_out)]
-    if by_columns:
-      step = -(-n_out // ex.workers // COLUMN_ALIGN) * COLUMN_ALIGN
-      blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
-    return tiles, blocks
-
-  def scratch(self, ex, batch):
-    tiles, _ = self.plan(ex, batch)
-    pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * self.shape[1]
-    columns = self.kernel[0] * self.kernel[1] * self.channels
-    return pixels * columns, pixels * self.shape[2]
-
-  def bind(self, ex, batch):
-    padded = ex.padded_input(self.inputs[0], self.padding)
-    kh, kw = self.kernel
-    sh, sw = self.stride
-    h, w, n_out = self.shape
-    s_n, s_h, s_w, s_c = padded.strides
-    patches = np.lib.stride_tricks.as_strided(
-        padded, shape=(batch, h, w, kh, kw, self.channels),
-        strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
-    target = _interior(ex, self.output)
-    other = _interior(ex, self.add_input) if self.add_input else None
-    tiles, blocks = self.plan(ex, batch)
-    columns = kh * kw * self.channels
-    relu = self.relu
-    csr = hasattr(self.weight, "matmul")
-
-    def views(t, buffers, c0, c1):
-      """Everything one (tile, column block) job touches."""
-      cols_buffer, out_buffer = buffers
-      n, rows = t.n1 - t.n0, t.r1 - t.r0
-      m = n * rows * w
-      cols6 = cols_buffer[:m * columns].reshape(n, rows, w, kh, kw,
-                                                self.channels)
-      out = out_buffer[:m * n_out].reshape(m, n_out)
-      return (patches[t.n0:t.n1, t.r0:t.r1], cols6,
-              cols6.reshape(m, columns),
-              self.weight if csr else self.weight[:, c0:c1],
-              out[:, c0:c1], out.reshape(n, rows, w, n_out)[..., c0:c1],
-              None if self.scale is None else self.scale[c0:c1],
-              self.bias[c0:c1], target[t.n0:t.n1, t.r0:t.r1, :, c0:c1],
-              None if other is None else
-              other[t.n0:t.n1, t.r0:t.r1, :, c0:c1])
-
-    def gemm(job):
-      _, _, cols, weight, out, out4, scale, bias, dst, add = job
-      if csr:
-        weight.matmul(cols, out)
-      else:
-        np.matmul(cols, weight, out=out)
-      if scale is not None:
-        np.multiply(out, scale, out=out)
-      np.add(out, bias, out=out)
-      if add is not None:
-        np.add(out4, add, out=out4)
-      if relu:
-        np.maximum(out4, 0, out=dst)
-      else:
-        np.copyto(dst, out4)
-
-    def tile(job):
-      np.copyto(job[1], job[0])
-      gemm(job)
-
-    pool, workers = ex.pool, len(ex.scratch)
-    if len(blocks) > 1:  # Columns: one im2col, the GEMM split.
-      jobs = [[views(t, ex.scratch[0], c0, c1) for c0, c1 in blocks]
-              for t in tiles]
-
-      def run():
-        for parts in jobs:
-          np.copyto(parts[0][1], parts[0][0])
-          futures = [pool.submit(gemm, job) for job in parts[1:]]
-          gemm(parts[0])  # The calling thread is a worker too.
-          for future in futures:
-            future.result()
-      return run
-    # Rows: workers take the next tile, each with its own scratch.
-    jobs = [[views(t, buffers, 0, n_out) for t in tiles]
-            for buffers in ex.scratch]
-    if len(tiles) == 1 or pool is None:
-      def run():
-        for job in jobs[0]:
-          tile(job)
-      return run
-
-    def drain(mine, queue):
-      for i in queue:
-        tile(mine[i])
-
-    def run():
-      queue = iter(range(len(tiles)))  # Shared; next() holds the GIL.
-      futures = [pool.submit(drain, jobs[k], queue)
-                 for k in range(1, workers)]
-      drain(jobs[0], queue)
-      for future in futures:
-        future.result()
-    return run
-
-
-class _FcStep(_Step):
-  """fc [→ relu], dense or CSR; a spatial input is read as (h, w, c)."""
-
-  def __init__(self, ex, spec, relu, out_shape):
-    blob, key = ex.blob, spec["output"]
-    self.inputs = (spec["inputs"][0],)
-    self.output, self.shape = out_shape
-    self.relu = relu
-    n_in, n_out = spec["in"], spec["out"]
-    if spec["storage"] == "dense":
-      self.weight = np.array(blob.array(key, "kernel"), np.float32)
-    else:
-      self.weight = sparse.make_csr(
-          *(blob.array(key, f) for f in ("indptr", "indices", "data")),
-          n_in, backend=ex.sparse_backend, pool=ex.pool, threads=ex.threads)
-    self.bias = (np.array(blob.array(key, "bias"), np.float32)
-                 if spec["bias"] else None)
-    self.n_in = n_in
-
-  def bind(self, ex, batch):
-    source = _interior(ex, self.inputs[0])
-    # A spatial input also read by a padded conv has a border: gather it.
-    x = (source.reshape(batch, self.n_in) if source.flags.c_contiguous
-         else np.zeros((batch, self.n_in), np.float32))
-    dst = _interior(ex, self.output)
-    weight, bias, relu = self.weight, self.bias, self.relu
-
-    def run():
-      if not source.flags.c_contiguous:
-        np.copyto(x.reshape(source.shape), source)
-      if hasattr(weight, "matmul"):
-        weight.matmul(x, dst)
-      else:
-        np.matmul(x, weight, out=dst)
-      if bias is not None:
-        np.add(dst, bias, out=dst)
-      if relu:
-        np.maximum(dst, 0, out=dst)
-    return run
-
-
-class _PoolStep(_Step):
-  """max_pool / avg_pool [→ relu], by a pass per window tap."""
-
-  def __init__(self, spec, in_shape, out_shape):
-    self.inputs = (spec["inputs"][0],)
-    self.output, self.shape = out_shape
-    self.in_shape = in_shape
-    self.kind = spec["op"]
-    self.size = tuple(spec["size"])
-    self.stride = tuple(spec["stride"])
-    self.pool_padding = tuple(spec["padding"])
-
-  def bind(self, ex, batch):
-    x = _interior(ex, self.inputs[0])
-    dst = _interior(ex, self.output)
-    (kh, kw), (sh, sw), (ph, pw) = self.size, self.stride, self.pool_padding
-    h, w, _ = self.shape
-    is_max = self.kind == "max_pool"
-    source, inverse_count = x, np.float32(1 / (kh * kw))
-    if ph or pw:
-      hi, wi, c = self.in_shape
-      fill = -np.inf if is_max else 0
-      source = np.full((batch, hi + 2 * ph, wi + 2 * pw, c), fill, np.float32)
-      inside = np.zeros((hi + 2 * ph, wi + 2 * pw), np.float32)
-      inside[ph:ph + hi, pw:pw + wi] = 1
-      count = sum(inside[i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
-                  for i in range(kh) for j in range(kw))
-      inverse_count = (1 / count)[:, :, None].astype(np.float32)
-    taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
-            for i in range(kh) for j in range(kw)]
-    combine = np.maximum if is_max else np.add
-    interior = source[:, ph:ph + x.shape[1], pw:pw + x.shape[2]]
-
-    def run():
-      if source is not x:
-        np.copyto(interior, x)
-      np.copyto(dst, taps[0])
-      for tap in taps[1:]:
-        combine(dst, tap, out=dst)
-      if not is_max:
-        np.multiply(dst, inverse_count, out=dst)
-    return run
-
-
-class _AddStep(_Step):
-  """add (same shapes or dlib's zero extension) [→ relu]."""
-
-  def __init__(self, spec, shapes, relu, out_shape):
-    self.inputs = tuple(spec["inputs"])
-    self.output, self.shape = out_shape
-    self.in_shapes = [shapes[n] for n in self.inputs]
-    self.relu = relu
-
-  def bind(self, ex, batch):
-    a, b = (_interior(ex, n) for n in self.inputs)
-    dst = _interior(ex, self.output)
-    region = lambda s: (slice(None),) + tuple(slice(0, d) for d in s)
-    full = [tuple(s) == tuple(self.shape) for s in self.in_shapes]
-    ra, rb = (region(s) for s in self.in_shapes)
-    relu = self.relu
-
-    def run():
-      if full[0] and full[1]:
-        np.add(a, b, out=dst)
-      elif full[0]:  # Zero-extended at the high end of each axis.
-        np.copyto(dst, a)
-        dst[rb] += b
-      elif full[1]:
-        np.copyto(dst, b)
-        dst[ra] += a
-      else:
-        dst[...] = 0
-        dst[ra] = a
-        dst[rb] += b
-      if relu:
-        np.maximum(dst, 0, out=dst)
-    return run
-
-
-class _ElementwiseStep(_Step):
-  """A lone affine, relu or global_avg."""
-
-  def __init__(self, ex, spec, out_shape):
-    self.inputs = (spec["inputs"][0],)
-    self.output, self.shape = out_shape
-    self.kind = spec["op"]
-    if self.kind == "affine":
-      key = spec["output"]
-      self.scale = np.array(ex.blob.array(key, "scale"), np.float32)
-      self.bias = np.array(ex.blob.array(key, "bias"), np.float32)
-
-  def bind(self, ex, batch):
-    x = _interior(ex, self.inputs[0])
-    dst = _interior(ex, self.output)
-    if self.kind == "relu":
-      return lambda: np.maximum(x, 0, out=dst)
-    if self.kind == "global_avg":
-      return lambda: np.mean(x, axis=(1, 2), out=dst)
-    scale, bias = self.scale, self.bias
-
-    def run():
-      np.multiply(x, scale, out=dst)
-      np.add(dst, bias, out=dst)
-    return run
+from facejax.executor import graph_steps as steps_lib
 
 
 class GraphExecutor:
@@ -387,7 +64,7 @@ class GraphExecutor:
     self.channels = manifest["input"]["channels"]
     self.scale = np.float32(manifest["input"]["scale"])
     self.mean = np.array(blob.mean_image, np.float32)
-    self.tile_bytes = tile_bytes or DEFAULT_TILE_BYTES
+    self.tile_bytes = tile_bytes or steps_lib.DEFAULT_TILE_BYTES
     self.sparse_backend = sparse_backend
     self.threads = threads
     self.pool = (concurrent.futures.ThreadPoolExecutor(threads)
@@ -438,19 +115,21 @@ class GraphExecutor:
         if relu:
           cur, j = ops[j]["output"], j + 1
         out = (cur, self.shapes[cur])
-        steps.append(_ConvStep(self, spec, affine, add_input, relu, out)
-                     if kind == "conv" else _FcStep(self, spec, relu, out))
+        steps.append(
+            steps_lib.ConvStep(self, spec, affine, add_input, relu, out)
+            if kind == "conv" else steps_lib.FcStep(self, spec, relu, out))
       elif kind in ("max_pool", "avg_pool"):
-        steps.append(_PoolStep(spec, self.shapes[spec["inputs"][0]],
-                               (cur, self.shapes[cur])))
+        steps.append(steps_lib.PoolStep(
+            spec, self.shapes[spec["inputs"][0]], (cur, self.shapes[cur])))
       elif kind == "add":
         relu = only_reader(cur, j) and ops[j]["op"] == "relu"
         if relu:
           cur, j = ops[j]["output"], j + 1
-        steps.append(_AddStep(spec, self.shapes, relu,
-                              (cur, self.shapes[cur])))
+        steps.append(steps_lib.AddStep(spec, self.shapes, relu,
+                                       (cur, self.shapes[cur])))
       else:
-        steps.append(_ElementwiseStep(self, spec, (cur, self.shapes[cur])))
+        steps.append(steps_lib.ElementwiseStep(self, spec,
+                                               (cur, self.shapes[cur])))
       i = j
     return steps
 
@@ -458,7 +137,7 @@ class GraphExecutor:
     """Tensor buffers (reused after a tensor's last reader) and scratch."""
     border = {}
     for step in self.steps:
-      if isinstance(step, _ConvStep):
+      if isinstance(step, steps_lib.ConvStep):
         b = border.setdefault(step.inputs[0], [0, 0])
         b[0], b[1] = max(b[0], step.padding[0]), max(b[1], step.padding[1])
     last_read = {}
@@ -496,7 +175,7 @@ class GraphExecutor:
         if last_read[name] == index and name != self.output_name:
           free.append(held.pop(name))
     elements = [s.scratch(self, batch) for s in self.steps
-                if isinstance(s, _ConvStep)] or [(1, 1)]
+                if isinstance(s, steps_lib.ConvStep)] or [(1, 1)]
     self.scratch = [(np.zeros(max(c for c, _ in elements), np.float32),
                      np.zeros(max(o for _, o in elements), np.float32))
                     for _ in range(self.workers)]
