@@ -149,7 +149,7 @@ def run(args) -> int:
   from facejax.demo import recognise
   from facejax.demo import sources
   from facejax.executor import blob as blob_lib
-  from facejax.executor import network
+  from facejax.executor import graph_network
   # pylint: enable=g-import-not-at-top
   try:
     detector = detect.make_detector(args.detector, args.cascade,
@@ -157,9 +157,14 @@ def run(args) -> int:
     blob = blob_lib.open_blob(args.blob)
   except (detect.DetectorError, blob_lib.BlobError) as e:
     return _error(e)
+  if not blob.class_names:
+    blob.close()
+    return _error(f"{args.blob} holds an embedding network without classes; "
+                  "the demo needs a classifier blob (fine-tune with a head)")
   try:
-    executor = network.Executor(blob, device=args.device,
-                                threads=args.threads)
+    # Format 1 (VGG-16's layers) or 2 (a graph: dlib's ResNet).
+    executor = graph_network.make_executor(blob, device=args.device,
+                                           threads=args.threads)
   except ImportError as e:
     blob.close()
     return _error(e)
