@@ -256,7 +256,7 @@ def main(argv=None):
     mean_rgb, source = lowering.DLIB_MEAN_RGB, "random (seed 0)"
   else:
     # pylint: disable-next=g-import-not-at-top
-  from facejax.porting import dlib as porting
+    from facejax.porting import dlib as porting
     weights = porting.read_resnet(porting.find_model_file())
     params, mean_rgb, source = weights.params, weights.mean_rgb, (
         porting.find_model_file())
