@@ -44,12 +44,13 @@ import interleaved
 from facejax.executor import blob as blob_lib
 from facejax.executor import graph_network
 from facejax.export import graph_export
-from facejax.export import lowering
+from facejax.export import synthetic
+from facejax.models import dlib_resnet
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def _blocks(params):
-  for stage, blocks, _ in lowering.DLIB_STAGES:
+  for stage, blocks, _ in synthetic.DLIB_STAGES:
     for block in range(blocks):
       yield (f"stage{stage}/block{block}", stage > 1 and block == 0,
              params[f"stage{stage}"][f"block{block}"])
@@ -95,7 +96,7 @@ def onnx_model(params, shapes):
   nodes.append(helper.make_node("Transpose", ["input"], ["nchw"],
                                 perm=[0, 3, 1, 2]))
   nodes.append(helper.make_node(
-      "Mul", ["nchw", const("scale", np.float32(lowering.DLIB_INPUT_SCALE))],
+      "Mul", ["nchw", const("scale", np.float32(dlib_resnet.INPUT_SCALE))],
       ["x0"]))
   stem = params["stem"]
   x = relu(conv_affine("stem", "x0", stem["conv"], stem["affine"], 2, 0))
@@ -191,7 +192,7 @@ def torch_runner(params, threads):
     return extend(a) + extend(b)
 
   def forward(x):
-    h = x.permute(0, 3, 1, 2) * lowering.DLIB_INPUT_SCALE
+    h = x.permute(0, 3, 1, 2) * dlib_resnet.INPUT_SCALE
     h = F.max_pool2d(F.relu(F.conv2d(h, *stem, stride=2)), 3, 2)
     for down, c1, c2 in blocks:
       y = F.relu(F.conv2d(h, *c1, stride=2 if down else 1,
@@ -252,15 +253,15 @@ def main(argv=None):
   args = parser.parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
   if args.random:
-    params = lowering.random_dlib_resnet_params(seed=0)
-    mean_rgb, source = lowering.DLIB_MEAN_RGB, "random (seed 0)"
+    params = synthetic.random_dlib_resnet_params(seed=0)
+    mean_rgb, source = dlib_resnet.MEAN_RGB, "random (seed 0)"
   else:
     # pylint: disable-next=g-import-not-at-top
     from facejax.porting import dlib as porting
     weights = porting.read_resnet(porting.find_model_file())
     params, mean_rgb, source = weights.params, weights.mean_rgb, (
         porting.find_model_file())
-  graph = lowering.lower_dlib_resnet(params, mean_rgb=mean_rgb)
+  graph = dlib_resnet.lower(params, mean_rgb=mean_rgb)
   executors = {}
   for precision in ("fp32", "fp16"):
     path = os.path.join(args.out_dir, f"resnet_{precision}.fjx")

@@ -12,19 +12,19 @@ from facejax.executor import graph_manifest
 from facejax.export import exporter
 from facejax.export import graph as graph_lib
 from facejax.export import graph_export
-from facejax.export import lowering
 from facejax.export import synthetic
 from facejax.export import writer
+from facejax.models import dlib_resnet
 
 
 @pytest.fixture(scope="module")
 def params():
-  return lowering.random_dlib_resnet_params(width=0.125, seed=4)
+  return synthetic.random_dlib_resnet_params(width=0.125, seed=4)
 
 
 def _export(tmp_path, params, name="m.fjx", **options):
   path = str(tmp_path / name)
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   encoded, size = graph_export.export_graph(path, graph, **options)
   return path, encoded, size
 
@@ -39,7 +39,7 @@ def test_round_trip_fp32(params, tmp_path):
   assert manifest["output"] == {"tensor": "embedding", "kind": "embedding",
                                 "size": 128}
   assert manifest["input"]["scale"] == 1 / 256
-  np.testing.assert_allclose(blob.mean_image, lowering.DLIB_MEAN_RGB,
+  np.testing.assert_allclose(blob.mean_image, dlib_resnet.MEAN_RGB,
                              rtol=1e-7)
   kinds = [op["op"] for op in blob.ops]
   assert kinds.count("conv") == 29 and kinds.count("affine") == 29
@@ -117,7 +117,7 @@ def test_masks_and_storage_options(params, tmp_path):
   masks = {"embedding": {"kernel": np.abs(params["embedding"]["kernel"]) >
                          np.quantile(np.abs(params["embedding"]["kernel"]),
                                      0.95)}}
-  graph = lowering.lower_dlib_resnet(params, masks)
+  graph = dlib_resnet.lower(params, masks)
   path = str(tmp_path / "m.fjx")
   encoded, _ = graph_export.export_graph(path, graph)
   assert encoded["embedding"].format == "csr fp16/u16"
@@ -132,8 +132,8 @@ def test_masks_and_storage_options(params, tmp_path):
 
 
 def test_classifier_head_and_errors(params, tmp_path):
-  with_head = lowering.random_dlib_resnet_params(width=0.125, num_classes=3)
-  graph = lowering.lower_dlib_resnet(with_head, class_names=["a", "b", "c"])
+  with_head = synthetic.random_dlib_resnet_params(width=0.125, num_classes=3)
+  graph = dlib_resnet.lower(with_head, class_names=["a", "b", "c"])
   assert graph.output["kind"] == "logits"
   path = str(tmp_path / "h.fjx")
   graph_export.export_graph(path, graph)
@@ -141,27 +141,27 @@ def test_classifier_head_and_errors(params, tmp_path):
   assert blob.class_names == ["a", "b", "c"]
   assert blob.ops[-1]["bias"] is True
   with pytest.raises(ValueError, match="class_names"):
-    lowering.lower_dlib_resnet(with_head)
+    dlib_resnet.lower(with_head)
   with pytest.raises(ValueError, match="no head"):
-    lowering.lower_dlib_resnet(params, class_names=["a"])
+    dlib_resnet.lower(params, class_names=["a"])
   broken = jax_free_copy(params)
   del broken["stage3"]["block2"]
   with pytest.raises(ValueError, match="blocks"):
-    lowering.lower_dlib_resnet(broken)
+    dlib_resnet.lower(broken)
   broken = jax_free_copy(params)
   broken["extra"] = {"kernel": np.zeros(3)}
   with pytest.raises(ValueError, match="unexpected"):
-    lowering.lower_dlib_resnet(broken)
+    dlib_resnet.lower(broken)
 
 
 def test_bad_graph_is_rejected_and_leaves_no_file(params, tmp_path):
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   graph.ops[5].inputs = ["nowhere"]
   path = tmp_path / "bad.fjx"
   with pytest.raises(blob_lib.BlobError, match="'nowhere' is not a tensor"):
     graph_export.export_graph(str(path), graph)
   assert os.listdir(tmp_path) == []
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   graph.ops[0] = graph_lib.conv("stem/conv", "image",
                                 np.zeros((7, 7, 4, 4), np.float32), None,
                                 stride=2)

@@ -17,7 +17,8 @@ import pytest
 from facejax.executor import blob as blob_lib
 from facejax.executor import graph_network
 from facejax.export import graph_export
-from facejax.export import lowering
+from facejax.export import synthetic
+from facejax.models import dlib_resnet
 
 _MAX_ALLOC_BYTES = 32 << 20
 _INFORMATIONAL = ("model", "export")
@@ -26,10 +27,10 @@ _WRONG_TYPES = (None, True, -1, 2.5, 10 ** 30, "x", [], [1, "a"], {})
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-  params = lowering.random_dlib_resnet_params(width=0.0625, seed=5)
+  params = synthetic.random_dlib_resnet_params(width=0.0625, seed=5)
   conv = params["stage2"]["block1"]["conv1"]
   conv["kernel"][np.abs(conv["kernel"]) < 0.3] = 0  # A CSR conv.
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   path = str(tmp_path_factory.mktemp("fuzz2") / "good.fjx")
   encoded, _ = graph_export.export_graph(path, graph)
   assert encoded["stage2/block1/conv1"].format.startswith("csr")

@@ -19,10 +19,10 @@ from facejax.executor import graph_network
 from facejax.executor import network
 from facejax.export import exporter
 from facejax.export import graph_export
-from facejax.export import lowering
 from facejax.export import synthetic
+from facejax.models import dlib_resnet
 
-MEAN_RGB = np.array(lowering.DLIB_MEAN_RGB)
+MEAN_RGB = np.array(dlib_resnet.MEAN_RGB)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -85,7 +85,7 @@ def reference(params, pixels_minus_mean):
 
 def _executor(tmp_path, params, name="m.fjx", masks=None, class_names=None,
               sparse_backend="auto", **options):
-  graph = lowering.lower_dlib_resnet(params, masks, class_names=class_names)
+  graph = dlib_resnet.lower(params, masks, class_names=class_names)
   path = str(tmp_path / name)
   encoded, _ = graph_export.export_graph(path, graph, **options)
   blob = blob_lib.open_blob(path, verify_checksums=True)
@@ -95,7 +95,7 @@ def _executor(tmp_path, params, name="m.fjx", masks=None, class_names=None,
 
 @pytest.fixture(scope="module")
 def small():
-  params = lowering.random_dlib_resnet_params(width=0.25, seed=1)
+  params = synthetic.random_dlib_resnet_params(width=0.25, seed=1)
   rng = np.random.default_rng(0)
   raw = rng.integers(0, 256, (3, 150, 150, 3)).astype(np.uint8)
   images = (raw - MEAN_RGB).astype(np.float32)
@@ -105,7 +105,7 @@ def small():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fp32_matches_float64_reference(small, tmp_path, threads):
   params, raw, images, expected = small
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   path = str(tmp_path / "m.fjx")
   graph_export.export_graph(path, graph, precision="fp32")
   ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=threads)
@@ -175,7 +175,7 @@ def test_masks_prune_like_zeros(small, tmp_path):
 
 
 def test_classifier_head_logits(small, tmp_path):
-  params = lowering.random_dlib_resnet_params(width=0.25, num_classes=5,
+  params = synthetic.random_dlib_resnet_params(width=0.25, num_classes=5,
                                               seed=2)
   _, raw, images, _ = small
   ex, _ = _executor(tmp_path, params, class_names=list("abcde"),
@@ -212,7 +212,7 @@ def test_real_weights_match_reference_and_dlib(real, tmp_path):
   rng = np.random.default_rng(3)
   raw = rng.integers(0, 256, (2, 150, 150, 3)).astype(np.uint8)
   images = (raw - np.asarray(real.mean_rgb)).astype(np.float32)
-  graph = lowering.lower_dlib_resnet(real.params, mean_rgb=real.mean_rgb)
+  graph = dlib_resnet.lower(real.params, mean_rgb=real.mean_rgb)
   path = str(tmp_path / "real.fjx")
   graph_export.export_graph(path, graph, precision="fp32")
   ex = graph_network.GraphExecutor(blob_lib.open_blob(path))
@@ -243,7 +243,7 @@ def test_v1_blob_still_runs_through_make_executor(tmp_path):
 def test_cli_writes_embeddings(small, tmp_path):
   cv2 = pytest.importorskip("cv2")
   params, raw, images, expected = small
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   blob_path = str(tmp_path / "e.fjx")
   graph_export.export_graph(blob_path, graph, precision="fp32")
   folder = tmp_path / "chips"
@@ -310,7 +310,7 @@ def test_tiles_and_threads_do_not_change_results(small, tmp_path, tile_bytes):
   """Many small row tiles shared by two workers (each with its own
   scratch), and single whole-batch tiles."""
   params, _, images, expected = small
-  graph = lowering.lower_dlib_resnet(params)
+  graph = dlib_resnet.lower(params)
   path = str(tmp_path / "t.fjx")
   graph_export.export_graph(path, graph, precision="fp32")
   ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,

@@ -95,7 +95,7 @@ def _export_graph(args, bundle) -> int:
   # pylint: disable=g-import-not-at-top
   import numpy as np
   from facejax.export import graph_export
-  from facejax.export import lowering
+  from facejax.models import family
   # pylint: enable=g-import-not-at-top
   mean = np.asarray(bundle.mean_image, np.float32)
   mean_rgb = mean.reshape(-1, 3)[0]
@@ -104,7 +104,7 @@ def _export_graph(args, bundle) -> int:
           "per channel", file=sys.stderr)
     return 2
   try:
-    graph = lowering.lower_dlib_resnet(
+    graph = family.get(bundle.model["name"]).lower(
         bundle.params, bundle.masks, mean_rgb=mean_rgb,
         class_names=bundle.class_names or None)
     encoded, size = graph_export.export_graph(

@@ -1,6 +1,6 @@
 """A network as a small graph of operations, before it is encoded.
 
-What a per-family lowering (lowering.py) builds and ``graph_export``
+What a family's ``lower`` (facejax/models) builds and ``graph_export``
 writes as a version-2 blob (schema: facejax/executor/graph_manifest.py).
 Weights stay float32 here, with their pruning masks; the storage (dense
 or CSR, fp32 or fp16) is chosen at export, layer by layer, by the same

@@ -48,7 +48,8 @@ def export_graph(path, graph, *, precision="fp16", storage="auto",
 
   Args:
     path: output ``.fjx`` file (written to a temporary name and renamed).
-    graph: a ``graph.Graph`` (e.g. from ``lowering.lower_dlib_resnet``).
+    graph: a ``graph.Graph`` (e.g. from a family's ``lower``,
+      ``facejax.models.dlib_resnet.lower``).
     precision, storage, allow_uint16: see ``formats.encode_layer``.
     extra: more informational manifest entries (e.g. ``pruning``).
 

@@ -66,3 +66,52 @@ def prune_magnitude(params, kept_fraction, layers=("fc6", "fc7", "fc8")):
     kernel *= mask
     masks[name] = {"kernel": mask, "bias": None}
   return masks
+
+
+# dlib's face ResNet (facejax/models/dlib_resnet.py): (stage, blocks,
+# channels); block 0 of stages 2-5 is a down block.
+DLIB_STAGES = ((1, 3, 32), (2, 4, 64), (3, 3, 128), (4, 3, 256), (5, 1, 256))
+DLIB_STEM_CHANNELS = 32
+DLIB_EMBEDDING = 128
+
+
+def random_dlib_resnet_params(*, width=1.0, num_classes=0, seed=0) -> dict:
+  """Seeded random weights in the dlib ResNet layout (nested dict).
+
+  ``width`` scales every channel count (tests run at a fraction); the
+  affine scales are near 1 and biases small, so activations stay O(1)
+  through the 29 layers, as in the trained network.
+  """
+  rng = np.random.default_rng(seed)
+  c = lambda n: max(1, int(round(n * width)))
+
+  def conv(k, n_in, n_out):
+    std = np.sqrt(2.0 / (k * k * n_in))
+    return {"kernel": (rng.standard_normal((k, k, n_in, n_out)) * std
+                       ).astype(np.float32),
+            "bias": (rng.standard_normal(n_out) * 0.05).astype(np.float32)}
+
+  def affine(n):
+    return {"scale": rng.uniform(0.5, 1.0, n).astype(np.float32),
+            "bias": (rng.standard_normal(n) * 0.1).astype(np.float32)}
+
+  stem = c(DLIB_STEM_CHANNELS)
+  params = {"stem": {"conv": conv(7, 3, stem), "affine": affine(stem)}}
+  n_in = stem
+  for stage, blocks, channels in DLIB_STAGES:
+    n = c(channels)
+    params[f"stage{stage}"] = {}
+    for block in range(blocks):
+      params[f"stage{stage}"][f"block{block}"] = {
+          "conv1": conv(3, n_in, n), "affine1": affine(n),
+          "conv2": conv(3, n, n), "affine2": affine(n)}
+      n_in = n
+  embedding = DLIB_EMBEDDING  # 128-d at any width (models/dlib_resnet.py).
+  params["embedding"] = {"kernel": (rng.standard_normal((n_in, embedding)) /
+                                    np.sqrt(n_in)).astype(np.float32)}
+  if num_classes:
+    params["head"] = {
+        "kernel": (rng.standard_normal((embedding, num_classes)) /
+                   np.sqrt(embedding)).astype(np.float32),
+        "bias": (rng.standard_normal(num_classes) * 0.1).astype(np.float32)}
+  return params

@@ -23,15 +23,22 @@ no batch statistics, no dropout. The topology constants live in
 ``facejax.porting.dlib`` so the reader and this module share them.
 """
 
+import re
 from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
+from facejax.export import graph as graph_lib
 from facejax.models import family
 from facejax.porting import dlib as dlib_format
 
 STAGES = dlib_format.STAGES
+# The per-channel input mean the released file stores (its reader returns
+# the file's own); dlib divides the centred pixels by 256.
+MEAN_RGB = (122.782, 117.001, 104.298)
+INPUT_SCALE = 1 / 256
 # Features a frozen trunk may be cut at (``start=``), input -> output.
 CUTS = ("stage5", "pooled", "embedding")
 
@@ -174,6 +181,127 @@ class DlibResNet(nn.Module):
     return x
 
 
+
+# --- Lowering to the executor (blob format 2) -------------------------------
+
+
+def _flatten(tree, prefix="") -> dict:
+  """{"a/b/c": leaf} of a nested dict (already flat keys pass through)."""
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + "/"))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _blocks(flat) -> list[tuple[int, int]]:
+  found = set()
+  for name in flat:
+    m = re.fullmatch(r"stage(\d+)/block(\d+)/.*", name)
+    if m:
+      found.add((int(m[1]), int(m[2])))
+  return sorted(found)
+
+
+def lower(params, masks=None, mean_rgb=MEAN_RGB, class_names=None):
+  """The network as an executor graph (blob format 2), dlib's semantics.
+
+  Args:
+    params: nested or slash-flat tree: ``stem/conv/{kernel,bias}``,
+      ``stem/affine/{scale,bias}``, ``stage{s}/block{b}/conv{1,2}/...``,
+      ``stage{s}/block{b}/affine{1,2}/...``, ``embedding/kernel``
+      (256, 128), optionally ``head/{kernel,bias}``.
+    masks: same tree with bool kernels (True = kept) or None leaves; None
+      means exact zeros are the pruned weights.
+    mean_rgb: the per-channel mean subtracted before the 1/256 scale.
+    class_names: one per head output; required exactly when there is a
+      head.
+
+  Returns:
+    The graph; its output is the embedding, or the head's logits.
+  """
+  flat = {k: v for k, v in _flatten(params).items()}
+  mask_of = _flatten(masks) if masks is not None else {}
+  used = set()
+
+  def take(name):
+    if name not in flat:
+      raise ValueError(f"params: missing {name!r} (dlib ResNet layout)")
+    used.add(name)
+    return np.asarray(flat[name], np.float32)
+
+  def mask(name):
+    value = mask_of.get(name + "/kernel")
+    return None if value is None else np.asarray(value, bool)
+
+  ops = []
+
+  def conv_affine(prefix, conv_name, affine_name, x, stride, padding):
+    ops.append(graph_lib.conv(
+        f"{prefix}/{conv_name}", x, take(f"{prefix}/{conv_name}/kernel"),
+        take(f"{prefix}/{conv_name}/bias"), stride=stride, padding=padding,
+        mask=mask(f"{prefix}/{conv_name}")))
+    ops.append(graph_lib.affine(
+        f"{prefix}/{affine_name}", ops[-1].output,
+        take(f"{prefix}/{affine_name}/scale"),
+        take(f"{prefix}/{affine_name}/bias")))
+    return ops[-1].output
+
+  x = conv_affine("stem", "conv", "affine", "image", 2, 0)
+  ops.append(graph_lib.relu("stem/relu", x))
+  ops.append(graph_lib.max_pool("stem/pool", "stem/relu", 3, 2, 0))
+  x = "stem/pool"
+  blocks = _blocks(flat)
+  expected = [(s, b) for s, n, _, _ in STAGES for b in range(n)]
+  if blocks != expected:
+    raise ValueError(f"params: blocks {blocks}, expected dlib's {expected}")
+  for stage, block in blocks:
+    p = f"stage{stage}/block{block}"
+    down = stage > 1 and block == 0
+    y = conv_affine(p, "conv1", "affine1", x, 2 if down else 1,
+                    0 if down else 1)
+    ops.append(graph_lib.relu(f"{p}/relu1", y))
+    y = conv_affine(p, "conv2", "affine2", ops[-1].output, 1, 1)
+    shortcut = x
+    if down:
+      ops.append(graph_lib.avg_pool(f"{p}/shortcut", x, 2, 2, 0))
+      shortcut = ops[-1].output
+    ops.append(graph_lib.add(f"{p}/add", y, shortcut, "zero_extend"))
+    ops.append(graph_lib.relu(f"{p}/relu", ops[-1].output))
+    x = ops[-1].output
+  ops.append(graph_lib.global_avg("pool", x))
+  ops.append(graph_lib.fc("embedding", "pool", take("embedding/kernel"),
+                          mask=mask("embedding")))
+  embedding = ops[-1].attrs["out"]
+  if "head/kernel" in flat:
+    kernel = take("head/kernel")
+    if class_names is None or len(class_names) != kernel.shape[1]:
+      raise ValueError(f"class_names: {kernel.shape[1]} names needed for "
+                       "the head's outputs")
+    ops.append(graph_lib.fc("logits", "embedding", kernel, take("head/bias"),
+                            mask=mask("head")))
+    output = {"tensor": "logits", "kind": "logits",
+              "classes": [str(c) for c in class_names]}
+  else:
+    if class_names is not None:
+      raise ValueError("class_names given but params have no head")
+    output = {"tensor": "embedding", "kind": "embedding", "size": embedding}
+  unused = sorted(set(flat) - used)
+  if unused:
+    raise ValueError(f"params: unexpected entries {unused[:5]}")
+  mean = np.asarray(mean_rgb, np.float32)
+  if mean.shape != (3,):
+    raise ValueError(f"mean_rgb: shape {mean.shape}, expected (3,)")
+  return graph_lib.Graph(
+      input_name="image", size=(dlib_format.INPUT_SIZE, dlib_format.INPUT_SIZE), mean=mean,
+      scale=INPUT_SCALE, colour_order="RGB", ops=ops, output=output,
+      model={"family": "dlib_resnet", "embedding": embedding,
+             "num_classes": len(class_names or [])})
+
+
 def build(model_config, num_classes: int) -> DlibResNet:
   return DlibResNet(num_classes=num_classes, width=model_config.width)
 
@@ -193,7 +321,7 @@ def _default_weights() -> str:
 # output first: a frozen trunk with a new head trains on cached 128-d
 # embeddings; with stage5 fine-tuned too, on stage4's 4×4×256 output.
 FAMILY = family.Family(
-    name="dlib_resnet", build=build, meta=meta, reinit=("head",),
+    name="dlib_resnet", build=build, meta=meta, reinit=("head",), lower=lower,
     default_weights=_default_weights,
     cuts=(family.Cut("embedding", r"head/.*"),
           family.Cut("pooled", r"(embedding|head)/.*"),

@@ -16,9 +16,12 @@ inspection and export ask the family, never a particular network, for:
   is unset (None: the family needs it set, or the embedded base model).
 * ``meta(model_config, num_classes)``: the model record of a checkpoint.
 * ``reinit``: the default layers re-initialised N(0, 0.01) when fine-tuning.
+* ``lower(params, masks, mean_rgb, class_names)``: the network as an
+  executor graph (blob format 2), or None where format 1's layer list
+  describes it (VGG-16, the thesis's blob).
 
-Adding a network is one file here (its module and ``FAMILY``) and one
-reader in ``facejax/porting/``.
+Adding a network is one file here (its module, lowering and ``FAMILY``)
+and one reader in ``facejax/porting/``.
 """
 
 import dataclasses
@@ -52,6 +55,7 @@ class Family:
   meta: Callable[[Any, int], dict[str, Any]]
   reinit: tuple[str, ...]
   default_weights: Callable[[], str] | None = None
+  lower: Callable[..., Any] | None = None
 
   def input_shape(self, model_config) -> tuple[int, int, int]:
     return (model_config.input_size, model_config.input_size, 3)
