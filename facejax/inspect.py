@@ -51,22 +51,26 @@ def describe(path: str) -> dict:
 
 
 def format_text(info: dict) -> str:
+  # Wide enough for the longest name (ResNet: stage2/block3/affine1/scale).
+  width = max([20] + [len(row["name"]) for row in info["params"]])
   lines = [f"checkpoint {info['path']}", f"step {info['step']}",
            f"model {info['model']}", "",
-           f"{'parameter':<20} {'shape':<22} {'dtype':<8} {'size':>12}"]
+           f"{'parameter':<{width}} {'shape':<22} {'dtype':<8} {'size':>12}"]
   for row in info["params"]:
-    lines.append(f"{row['name']:<20} {str(tuple(row['shape'])):<22} "
+    lines.append(f"{row['name']:<{width}} {str(tuple(row['shape'])):<22} "
                  f"{row['dtype']:<8} {row['size']:>12,}")
-  lines.append(f"{'total':<51} {info['total_params']:>12,}")
+  lines.append(f"{'total':<{width + 31}} {info['total_params']:>12,}")
   lines.append(f"parameter bytes {info['total_param_bytes']:,}; optimizer "
                f"state bytes {info['total_opt_state_bytes']:,}")
   layers = info["pruning"].get("layers", []) if info["pruning"] else []
   if layers:
-    lines += ["", f"{'layer':<14} {'rule':<12} {'gamma':>9} {'target':>8} "
-              f"{'kept':>8} {'non-zeros':>12}"]
+    name_width = max([14] + [len(row["name"]) for row in layers])
+    lines += ["", f"{'layer':<{name_width}} {'rule':<12} {'gamma':>9} "
+              f"{'target':>8} {'kept':>8} {'non-zeros':>12}"]
     for row in layers:
+      gamma = row["gamma"] if row["gamma"] is not None else float("nan")
       lines.append(
-          f"{row['name']:<14} {row['rule']:<12} {row['gamma']:>9.4f} "
+          f"{row['name']:<{name_width}} {row['rule']:<12} {gamma:>9.4f} "
           f"{row['target_kept_fraction']:>8.4f} "
           f"{row['kept_fraction']:>8.4f} {row['nonzeros']:>12,}")
   return "\n".join(lines)
