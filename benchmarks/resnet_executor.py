@@ -13,10 +13,10 @@ random ones), the same 150×150 chips for everyone, timed round-robin
   version-2 blobs from facejax.export.graph_export, batch 1 and 8;
 * dlib's ``compute_face_descriptor`` on the chips (no alignment: they are
   already 150×150; dlib runs its own single-threaded CPU code);
-* ONNX Runtime (CPU provider, ``--threads`` intra-op threads) on an ONNX
-  graph built here with onnx.helper: affine as BatchNormalization (mean
-  0, variance 1, epsilon 0, which ORT folds into the conv), the
-  zero-extending add as Pad + Add;
+* ONNX Runtime (CPU provider, ``--threads`` intra-op threads) on the
+  ONNX export of the same graph (facejax/export/onnx_export.py): affine
+  as BatchNormalization (mean 0, variance 1, epsilon 0, which ORT folds
+  into the conv), the zero-extending add as Pad + Add;
 * PyTorch eager, channels-last, with ``--torch`` (off by default: at
   batch 1 its OpenMP workers keep spinning after each call, which on 2
   shared cores slows the next contender and made its own median 50×
@@ -56,110 +56,23 @@ def _blocks(params):
              params[f"stage{stage}"][f"block{block}"])
 
 
-def onnx_model(params, shapes):
-  """The ResNet as ONNX: NHWC ``pixels − mean`` in, the descriptor out.
-
-  ``shapes`` maps a block's prefix to (main, shortcut) NHWC shapes, from
-  the executor's shape inference, for the Pad of the zero-extending add.
-  """
-  # pylint: disable=g-import-not-at-top
-  from onnx import helper
-  from onnx import numpy_helper
-  from onnx import TensorProto
-  # pylint: enable=g-import-not-at-top
-  nodes, inits = [], []
-
-  def const(name, array):
-    inits.append(numpy_helper.from_array(np.asarray(array), name))
-    return name
-
-  def conv_affine(name, x, conv, affine, stride, pad):
-    k = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))
-    nodes.append(helper.make_node(
-        "Conv", [x, const(name + "/w", k), const(name + "/b", conv["bias"])],
-        [name], kernel_shape=list(k.shape[2:]), strides=[stride, stride],
-        pads=[pad] * 4))
-    n = k.shape[0]
-    nodes.append(helper.make_node(
-        "BatchNormalization",
-        [name, const(name + "/g", affine["scale"]),
-         const(name + "/be", affine["bias"]),
-         const(name + "/m", np.zeros(n, np.float32)),
-         const(name + "/v", np.ones(n, np.float32))],
-        [name + "/bn"], epsilon=0.0))
-    return name + "/bn"
-
-  def relu(x):
-    nodes.append(helper.make_node("Relu", [x], [x + "/relu"]))
-    return x + "/relu"
-
-  nodes.append(helper.make_node("Transpose", ["input"], ["nchw"],
-                                perm=[0, 3, 1, 2]))
-  nodes.append(helper.make_node(
-      "Mul", ["nchw", const("scale", np.float32(dlib_resnet.INPUT_SCALE))],
-      ["x0"]))
-  stem = params["stem"]
-  x = relu(conv_affine("stem", "x0", stem["conv"], stem["affine"], 2, 0))
-  nodes.append(helper.make_node("MaxPool", [x], ["pool0"],
-                                kernel_shape=[3, 3], strides=[2, 2]))
-  x = "pool0"
-  for prefix, down, q in _blocks(params):
-    y = relu(conv_affine(prefix + "/c1", x, q["conv1"], q["affine1"],
-                         2 if down else 1, 0 if down else 1))
-    y = conv_affine(prefix + "/c2", y, q["conv2"], q["affine2"], 1, 1)
-    shortcut = x
-    if down:
-      nodes.append(helper.make_node("AveragePool", [x], [prefix + "/sc"],
-                                    kernel_shape=[2, 2], strides=[2, 2]))
-      shortcut = prefix + "/sc"
-    main_shape, short_shape = shapes[prefix]
-    total = [max(a, b) for a, b in zip(main_shape, short_shape)]
-    for which, shape in (("main", main_shape), ("short", short_shape)):
-      if list(shape) != total:  # NHWC sizes -> NCHW end pads.
-        h, w, c = (t - s for t, s in zip(total, shape))
-        pads = const(f"{prefix}/{which}_pads",
-                     np.array([0, 0, 0, 0, 0, c, h, w], np.int64))
-        source = y if which == "main" else shortcut
-        nodes.append(helper.make_node("Pad", [source, pads],
-                                      [f"{prefix}/{which}_pad"]))
-        if which == "main":
-          y = f"{prefix}/{which}_pad"
-        else:
-          shortcut = f"{prefix}/{which}_pad"
-    nodes.append(helper.make_node("Add", [y, shortcut], [prefix + "/add"]))
-    x = relu(prefix + "/add")
-  nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
-  nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-  nodes.append(helper.make_node(
-      "MatMul", ["flat", const("emb", params["embedding"]["kernel"])],
-      ["embedding"]))
-  graph = helper.make_graph(
-      nodes, "dlib_resnet",
-      [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                     ["N", 150, 150, 3])],
-      [helper.make_tensor_value_info("embedding", TensorProto.FLOAT,
-                                     ["N", 128])], inits)
-  return helper.make_model(graph, ir_version=10,
-                           opset_imports=[helper.make_opsetid("", 17)])
+def onnx_model(graph):
+  """The ResNet from facejax.export.onnx_export: NHWC ``pixels − mean`` in
+  (the 1/256 inside), fp32, dynamic batch, the descriptor out."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.export import onnx_export
+  network = onnx_export.from_graph(graph, precision="fp32",
+                                   source="benchmark weights")
+  return onnx_export.build_model(network, preprocess="mean_subtracted",
+                                 batch=None)
 
 
-def block_shapes(params, shapes):
-  """{block prefix: (main, shortcut) per-image NHWC shapes}."""
-  return {prefix: (shapes[prefix + "/affine2"],
-                   shapes[prefix + "/shortcut"] if down
-                   else shapes[prefix + "/affine2"])
-          for prefix, down, _ in _blocks(params)}
-
-
-def ort_runner(params, shapes, threads):
+def ort_runner(graph, threads):
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
-  options = ort.SessionOptions()
-  options.intra_op_num_threads = threads
-  options.inter_op_num_threads = 1
-  session = ort.InferenceSession(
-      onnx_model(params, shapes).SerializeToString(), options,
-      providers=["CPUExecutionProvider"])
-  run = lambda x: session.run(None, {"input": x})[0]
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.export import onnx_export
+  session = onnx_export.ort_session(onnx_model(graph), threads=threads)
+  run = lambda x: session.run(None, {onnx_export.INPUT_NAME: x})[0]
   run.version = ort.__version__
   return run
 
@@ -275,8 +188,7 @@ def main(argv=None):
   chips = ((chips.astype(np.int32) + np.roll(chips, 1, 1) +
             np.roll(chips, 1, 2)) // 3).astype(np.uint8)
   inputs = (chips - np.asarray(mean_rgb, np.float32)).astype(np.float32)
-  peers = {"ort": ort_runner(
-      params, block_shapes(params, executors["fp32"].shapes), args.threads)}
+  peers = {"ort": ort_runner(graph, args.threads)}
   if args.torch:
     try:
       peers["torch"] = torch_runner(params, args.threads)
