@@ -35,6 +35,8 @@ in messages and keys its arrays), plus, by ``op``:
               dlib's add_prev, whose output has the elementwise maximum of
               the two shapes, each input zero-extended at the high end of
               every axis (dlib/cuda/cpu_dlib.cpp, add())
+  concat      2..MAX_CONCAT inputs of equal shape but for the last axis
+              (channels), side by side along it, in input order
   global_avg  the mean over all positions: (H, W, C) -> (C,)
 
 Output sizes are ``1 + (H + 2p − k) // s`` (dlib's, and ONNX's floor
@@ -49,7 +51,7 @@ from facejax.executor import manifest as manifest_lib
 
 FORMAT = "facejax-graph"
 OPS = ("conv", "fc", "affine", "relu", "max_pool", "avg_pool", "add",
-       "global_avg")
+       "concat", "global_avg")
 ADD_MODES = ("same", "zero_extend")
 OUTPUT_KINDS = ("embedding", "logits")
 MAX_OPS = 4096
@@ -58,6 +60,7 @@ MAX_WINDOW = 64  # Kernel sizes, strides, paddings.
 MAX_CHANNELS = 1 << 20
 MAX_ELEMENTS = 1 << 28  # Per tensor per image (1 GiB of fp32).
 MAX_SCALE = 1e30
+MAX_CONCAT = 64  # Inputs of one concat.
 VALUE_DTYPES = manifest_lib.VALUE_DTYPES
 INDEX_DTYPES = manifest_lib.INDEX_DTYPES
 _COMMON = ("op", "inputs", "output")
@@ -70,6 +73,7 @@ _KEYS = {
     "max_pool": _COMMON + ("size", "stride", "padding"),
     "avg_pool": _COMMON + ("size", "stride", "padding"),
     "add": _COMMON + ("mode",),
+    "concat": _COMMON,
     "global_avg": _COMMON,
 }
 
@@ -190,10 +194,12 @@ def _op(path, index, spec, tensors):
   if unknown:
     raise _error(path, where, f"unknown keys {unknown} for a {kind} op")
   inputs = spec["inputs"]
-  arity = 2 if kind == "add" else 1
-  if not isinstance(inputs, list) or len(inputs) != arity:
+  arity = {"add": (2, 2), "concat": (2, MAX_CONCAT)}.get(kind, (1, 1))
+  if not isinstance(inputs, list) or not arity[0] <= len(inputs) <= arity[1]:
+    count = (arity[0] if arity[0] == arity[1]
+             else f"{arity[0]}..{arity[1]}")
     raise _error(path, where + " field 'inputs'",
-                 f"expected a list of {arity} tensor names, got {inputs!r}")
+                 f"expected a list of {count} tensor names, got {inputs!r}")
   shapes = []
   for name in inputs:
     if not isinstance(name, str) or name not in tensors:
@@ -260,6 +266,13 @@ def _op(path, index, spec, tensors):
                    f"shapes {list(shape)} and {list(other)} do not add "
                    f"with mode {mode!r}")
     out = tuple(max(a, b) for a, b in zip(shape, other))
+  elif kind == "concat":
+    for name, other in zip(inputs[1:], shapes[1:]):
+      if len(other) != len(shape) or other[:-1] != shape[:-1]:
+        raise _error(path, where + " field 'inputs'",
+                     f"{name!r} is {list(other)} but {inputs[0]!r} is "
+                     f"{list(shape)}: only the last axis may differ")
+    out = shape[:-1] + (sum(s[-1] for s in shapes),)
   elif kind == "global_avg":
     out = (shape[2],)
   else:  # relu

@@ -127,6 +127,9 @@ class GraphExecutor:
           cur, j = ops[j]["output"], j + 1
         steps.append(steps_lib.AddStep(spec, self.shapes, relu,
                                        (cur, self.shapes[cur])))
+      elif kind == "concat":
+        steps.append(steps_lib.ConcatStep(spec, self.shapes,
+                                          (cur, self.shapes[cur])))
       else:
         steps.append(steps_lib.ElementwiseStep(self, spec,
                                                (cur, self.shapes[cur])))

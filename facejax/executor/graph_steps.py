@@ -2,10 +2,11 @@
 
 A step is one fused group of ops: ``ConvStep`` (conv [→ affine] [→ add]
 [→ relu]), ``FcStep`` (fc [→ relu]), ``PoolStep``, ``AddStep`` (same
-shapes or dlib's zero extension, [→ relu]) and ``ElementwiseStep`` (a
-lone affine, relu or global_avg). ``bind(executor, batch)`` resolves every
-view of the step's buffers once per batch size and returns the code of
-one call, so a forward pass is a list of calls on preplanned memory.
+shapes or dlib's zero extension, [→ relu]), ``ElementwiseStep`` (a
+lone affine, relu or global_avg) and ``ConcatStep`` (channels side by
+side). ``bind(executor, batch)`` resolves every view of the step's
+buffers once per batch size and returns the code of one call, so a
+forward pass is a list of calls on preplanned memory.
 """
 
 import numpy as np
@@ -340,4 +341,24 @@ class ElementwiseStep(Step):
     def run():
       np.multiply(x, scale, out=dst)
       np.add(dst, bias, out=dst)
+    return run
+
+
+class ConcatStep(Step):
+  """concat: each input copied into its channel range of the output."""
+
+  def __init__(self, spec, shapes, out_shape):
+    self.inputs = tuple(spec["inputs"])
+    self.output, self.shape = out_shape
+    bounds = np.cumsum([0] + [shapes[n][-1] for n in self.inputs])
+    self.ranges = list(zip(bounds[:-1], bounds[1:]))
+
+  def bind(self, ex, batch):
+    dst = _interior(ex, self.output)
+    parts = [(dst[..., c0:c1], _interior(ex, name))
+             for name, (c0, c1) in zip(self.inputs, self.ranges)]
+
+    def run():
+      for target, source in parts:
+        np.copyto(target, source)
     return run

@@ -18,7 +18,7 @@ class Op:
 
   Attributes:
     op: the manifest's ``op`` (conv, fc, affine, relu, max_pool,
-      avg_pool, add, global_avg).
+      avg_pool, add, concat, global_avg).
     inputs: tensor names read.
     output: the tensor written; also names the op.
     attrs: the op's other manifest keys (kernel, stride, mode, ...).
@@ -135,3 +135,8 @@ def add(output, a, b, mode="zero_extend") -> Op:
 
 def global_avg(output, x) -> Op:
   return Op("global_avg", [x], output)
+
+
+def concat(output, inputs) -> Op:
+  """The inputs side by side along channels (the last axis), in order."""
+  return Op("concat", list(inputs), output)

@@ -32,7 +32,8 @@ from typing import Any, Callable
 from facejax import config_lib
 
 # config.model.name -> module of facejax.models defining ``FAMILY``.
-MODULES = {"vgg16": "vgg16", "dlib_resnet": "dlib_resnet"}
+MODULES = {"vgg16": "vgg16", "dlib_resnet": "dlib_resnet",
+           "squeezenet": "squeezenet"}
 
 
 @dataclasses.dataclass(frozen=True)
