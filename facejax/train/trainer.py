@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import re
 from typing import Any
 
 from absl import logging
@@ -186,6 +187,15 @@ def _train_and_evaluate(config, workdir, allow_config_change):
   cut = family.frozen_cut(
       [name for name, _ in tree_lib.named_leaves(abstract_params)], frozen)
   start = cut.name if cut and config.train.cache_frozen_features else None
+  if start is not None and pruner is not None:
+    # Features cached from the trunk before a pruning event would be stale.
+    pruned = [name for name, (rule, _) in prune.rules.resolve_tree(
+        abstract_params, tuple(tuple(r) for r in config.pruning.rules)).items()
+              if rule != prune.rules.NONE and not re.fullmatch(cut.after, name)]
+    if pruned:
+      logging.info("not caching %s: pruning changes the trunk (%s)", start,
+                   ", ".join(pruned[:3]) + (" …" if len(pruned) > 3 else ""))
+      start = None
 
   # --- Checkpoint restore, or initial parameters -----------------------------
   mngr = checkpoint.manager(workdir)
