@@ -228,6 +228,8 @@ def _export_onnx(args) -> int:
   batch = None if args.dynamic_batch else args.batch
   try:
     onnx_export.import_onnx()
+    if args.verify:
+      onnx_export.import_onnxruntime()
     with tempfile.TemporaryDirectory(prefix="facejax-onnx-") as tmp_dir:
       network, blob_path = _onnx_source(args, tmp_dir)
       model = onnx_export.build_model(
@@ -258,7 +260,7 @@ def _export_onnx(args) -> int:
     line += f"; the blob is {os.path.getsize(args.checkpoint):,d} bytes"
   print(line)
   if diff is not None:
-    print(f"ONNX Runtime vs executor on {diff['images']} images: max abs "
+    print(f"ONNX Runtime vs executor, batch of {diff['images']}: max abs "
           f"{diff['max_abs']:.3g}, max rel {diff['max_rel']:.3g}")
   return 0
 

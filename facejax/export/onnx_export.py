@@ -54,19 +54,15 @@ from facejax.executor import blob as blob_lib
 from facejax.executor import graph_manifest
 from facejax.executor import manifest as manifest_lib
 from facejax.export import formats
+from facejax.export import onnx_graphs
 
 OPSET = 17
 IR_VERSION = 8
 PREPROCESS = ("folded", "mean_subtracted")
 INPUT_DTYPES = ("float32", "uint8")
 INPUT_NAME = "input"
-METADATA = ("facejax.family", "facejax.source", "facejax.precision",
-            "facejax.preprocess", "facejax.input", "facejax.scale",
-            "facejax.mean", "facejax.colour_order", "facejax.output",
-            "facejax.classes", "facejax.embedding_size", "facejax.sparsity")
-# Metadata values that are JSON (the others are plain strings).
-JSON_METADATA = ("facejax.input", "facejax.mean", "facejax.classes",
-                 "facejax.sparsity")
+METADATA = onnx_graphs.METADATA
+JSON_METADATA = onnx_graphs.JSON_METADATA
 INSTALL = "pip install 'facejax[onnx]' (onnx==1.23.2 onnxruntime==1.31.1)"
 
 
@@ -79,12 +75,18 @@ def import_onnx():
   return onnx
 
 
-def ort_session(model, *, threads=2):
-  """An ONNX Runtime CPU session of a model path or ``ModelProto``."""
+def import_onnxruntime():
+  """The onnxruntime package, or an ImportError saying what to install."""
   try:
-    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    import onnxruntime  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ImportError(f"running ONNX needs onnxruntime: {INSTALL}") from None
+  return onnxruntime
+
+
+def ort_session(model, *, threads=2):
+  """An ONNX Runtime CPU session of a model path or ``ModelProto``."""
+  ort = import_onnxruntime()
   options = ort.SessionOptions()
   options.intra_op_num_threads = threads
   options.inter_op_num_threads = 1
@@ -142,30 +144,6 @@ class Network:
 # --- Sources -----------------------------------------------------------------
 
 
-def _v1_ops(layers, array):
-  """Format-1 layers as format-2 ops (conv 3×3 pad 1, ReLU, 2×2 pool)."""
-  ops, x = [], "image"
-  for spec in layers:
-    name, kind = spec["name"], spec["kind"]
-    arrays = {"kernel": array(name, "kernel"), "bias": array(name, "bias")}
-    if kind == "conv":
-      ops.append({"op": "conv", "inputs": [x], "output": name,
-                  "in": spec["in"], "out": spec["out"], "kernel": [3, 3],
-                  "stride": [1, 1], "padding": [1, 1], "arrays": arrays})
-    else:
-      ops.append({"op": "fc", "inputs": [x], "output": name, "in": spec["in"],
-                  "out": spec["out"], "bias": True, "arrays": arrays})
-    x = name
-    if spec["relu"]:
-      ops.append({"op": "relu", "inputs": [x], "output": f"{name}/relu"})
-      x = f"{name}/relu"
-    if kind == "conv" and spec["pool_after"]:
-      ops.append({"op": "max_pool", "inputs": [x], "output": f"{name}/pool",
-                  "size": [2, 2], "stride": [2, 2], "padding": [0, 0]})
-      x = f"{name}/pool"
-  return ops, x
-
-
 def _dense_kernel(blob, key, spec, shape):
   """A conv/fc kernel of a blob as a dense array in its stored dtype."""
   if spec["storage"] == "dense":
@@ -195,7 +173,7 @@ def from_blob(blob) -> Network:
         return _dense_kernel(blob, key, spec, shapes[key])
       return np.array(blob.array(key, field))
 
-    ops, out = _v1_ops(blob.layers, array)
+    ops, out = onnx_graphs.v1_ops(blob.layers, array)
     model = blob.manifest.get("model", {})
     return Network(
         family=model.get("name", "vgg16"), source=f"fjx v1 blob {name}",
@@ -238,7 +216,7 @@ def from_vgg(params, *, mean_image, class_names, masks=None,
   encoded = formats.encode_model(params, masks, precision=precision,
                                  storage="dense")
   arrays = {e.spec["name"]: e.arrays for e in encoded}
-  ops, out = _v1_ops([e.spec for e in encoded],
+  ops, out = onnx_graphs.v1_ops([e.spec for e in encoded],
                      lambda key, field: arrays[key][field])
   mean = np.asarray(mean_image, np.float32)
   if mean.ndim != 3 or mean.shape[-1] != 3:
@@ -298,8 +276,6 @@ def build_model(network, *, precision="fp32", preprocess="folded",
       op and field).
   """
   onnx = import_onnx()
-  # pylint: disable-next=g-import-not-at-top
-  from facejax.export import onnx_graphs
   if precision not in formats.PRECISIONS:
     raise ValueError(f"precision {precision!r} not in "
                      f"{tuple(formats.PRECISIONS)}")
@@ -312,6 +288,9 @@ def build_model(network, *, precision="fp32", preprocess="folded",
                      "minus the mean are negative)")
   if batch is not None and (not isinstance(batch, int) or batch < 1):
     raise ValueError(f"batch {batch!r}: expected a positive integer or None")
+  unknown = sorted({s["op"] for s in network.ops} - set(onnx_graphs.OPS))
+  if unknown:
+    raise ValueError(f"ops {unknown} have no ONNX export yet")
   if softmax and network.output["kind"] != "logits":
     raise ValueError("softmax: the network outputs an embedding, not logits")
   graph = onnx_graphs.build_graph(
@@ -323,8 +302,10 @@ def build_model(network, *, precision="fp32", preprocess="folded",
       producer_version=_version(),
       opset_imports=[onnx.helper.make_opsetid("", OPSET)],
       doc_string=__doc__.split("\n\n")[0])
-  meta = metadata(network, precision=precision, preprocess=preprocess,
-                  input_dtype=input_dtype, batch=batch, softmax=softmax)
+  meta = onnx_graphs.metadata(
+      network, precision=precision, preprocess=preprocess,
+      input_dtype=input_dtype, batch=batch, softmax=softmax,
+      input_name=INPUT_NAME)
   onnx.helper.set_model_props(model, meta)
   onnx.checker.check_model(model, full_check=True)
   return model
@@ -333,40 +314,6 @@ def build_model(network, *, precision="fp32", preprocess="folded",
 def _version() -> str:
   import facejax  # pylint: disable=g-import-not-at-top
   return str(facejax.__version__)
-
-
-def metadata(network, *, precision, preprocess, input_dtype, batch,
-             softmax) -> dict:
-  """The ``metadata_props`` strings (``METADATA`` keys that apply)."""
-  kind = network.output["kind"]
-  meta = {
-      "facejax.family": network.family,
-      "facejax.source": network.source,
-      "facejax.precision": precision,
-      "facejax.preprocess": preprocess,
-      "facejax.input": {
-          "name": INPUT_NAME, "layout": "NHWC", "dtype": input_dtype,
-          "size": [int(s) for s in network.size],
-          "channels": network.channels,
-          "batch": "dynamic" if batch is None else batch,
-          "value": ("pixels 0-255" if preprocess == "folded"
-                    else "pixels - mean")},
-      "facejax.scale": repr(float(network.scale)),
-      "facejax.colour_order": network.colour_order,
-      "facejax.output": "probabilities" if softmax else kind,
-      "facejax.sparsity": network.sparsity(),
-  }
-  if preprocess == "mean_subtracted":
-    mean = np.ascontiguousarray(network.mean, "<f4")
-    meta["facejax.mean"] = {
-        "shape": list(mean.shape), "dtype": "<f4",
-        "base64": base64.b64encode(mean.tobytes()).decode("ascii")}
-  if kind == "logits":
-    meta["facejax.classes"] = list(network.output["classes"])
-  else:
-    meta["facejax.embedding_size"] = str(network.output["size"])
-  return {k: json.dumps(v) if k in JSON_METADATA else str(v)
-          for k, v in meta.items()}
 
 
 def read_metadata(model) -> dict:

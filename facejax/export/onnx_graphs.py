@@ -1,19 +1,60 @@
-"""ONNX nodes of an ``onnx_export.Network``: one format-2 op at a time.
+"""The ONNX graph and metadata of an ``onnx_export.Network``.
 
-Tensors inside are NCHW (ONNX's Conv and pools); the input stays NHWC and
-is transposed once after preprocessing, and an fc over a spatial tensor
-transposes back to read it flattened in (h, w, c) order, as the executor
-and the Flax models do (vgg16.py, fc6). Sizes follow format 2's floor rule
-``1 + (H + 2p − k) // s``, which is ONNX's with ``ceil_mode`` 0; padding
-never wins a max-pool and an average pool divides by the elements inside
-the input (``count_include_pad`` 0), as graph_manifest.py specifies.
+Nodes are emitted one format-2 op at a time (v1 layers are first written
+as format-2 ops, ``v1_ops``). Tensors inside are NCHW (ONNX's Conv and
+pools); the input stays NHWC and is transposed once after preprocessing,
+and an fc over a spatial tensor transposes back to read it flattened in
+(h, w, c) order, as the executor and the Flax models do (vgg16.py, fc6).
+Sizes follow format 2's floor rule ``1 + (H + 2p − k) // s``, which is
+ONNX's with ``ceil_mode`` 0; padding never wins a max-pool and an
+average pool divides by the elements inside the input
+(``count_include_pad`` 0), as graph_manifest.py specifies.
 """
+
+import base64
+import json
 
 import numpy as np
 
 from facejax.export import formats
 
+METADATA = ("facejax.family", "facejax.source", "facejax.precision",
+            "facejax.preprocess", "facejax.input", "facejax.scale",
+            "facejax.mean", "facejax.colour_order", "facejax.output",
+            "facejax.classes", "facejax.embedding_size", "facejax.sparsity")
+# Metadata values that are JSON (the others are plain strings).
+JSON_METADATA = ("facejax.input", "facejax.mean", "facejax.classes",
+                 "facejax.sparsity")
+
 _DTYPES = {"fp32": np.float32, "fp16": np.float16}
+
+
+def v1_ops(layers, array):
+  """Format-1 layers as format-2 ops (conv 3×3 pad 1, ReLU, 2×2 pool).
+
+  ``array(layer, field)`` gives a dense kernel or bias; returns the ops
+  and the output tensor.
+  """
+  ops, x = [], "image"
+  for spec in layers:
+    name, kind = spec["name"], spec["kind"]
+    arrays = {"kernel": array(name, "kernel"), "bias": array(name, "bias")}
+    if kind == "conv":
+      ops.append({"op": "conv", "inputs": [x], "output": name,
+                  "in": spec["in"], "out": spec["out"], "kernel": [3, 3],
+                  "stride": [1, 1], "padding": [1, 1], "arrays": arrays})
+    else:
+      ops.append({"op": "fc", "inputs": [x], "output": name, "in": spec["in"],
+                  "out": spec["out"], "bias": True, "arrays": arrays})
+    x = name
+    if spec["relu"]:
+      ops.append({"op": "relu", "inputs": [x], "output": f"{name}/relu"})
+      x = f"{name}/relu"
+    if kind == "conv" and spec["pool_after"]:
+      ops.append({"op": "max_pool", "inputs": [x], "output": f"{name}/pool",
+                  "size": [2, 2], "stride": [2, 2], "padding": [0, 0]})
+      x = f"{name}/pool"
+  return ops, x
 
 
 def _window(shape, size, stride, padding):
@@ -90,7 +131,7 @@ def build_graph(network, *, precision, preprocess, input_dtype, batch,
     out = names.get(spec["output"], spec["output"])
     names[spec["output"]] = out
     inputs = [names[i] for i in spec["inputs"]]
-    _OPS[spec["op"]](b, spec, inputs, out)
+    OPS[spec["op"]](b, spec, inputs, out)
   if softmax:
     b.node("Softmax", [names[final]], public, axis=1)
   dim = "batch" if batch is None else batch
@@ -106,8 +147,9 @@ def build_graph(network, *, precision, preprocess, input_dtype, batch,
 
 def _conv(b, spec, inputs, out):
   kernel = np.asarray(spec["arrays"]["kernel"])
-  w = b.weight(out, "kernel", kernel.transpose(3, 2, 0, 1))  # HWIO->OIHW.
-  bias = b.weight(out, "bias", spec["arrays"]["bias"])
+  op = spec["output"]  # Names its weights; ``out`` may be the public name.
+  w = b.weight(op, "kernel", kernel.transpose(3, 2, 0, 1))  # HWIO->OIHW.
+  bias = b.weight(op, "bias", spec["arrays"]["bias"])
   ph, pw = spec["padding"]
   b.node("Conv", [inputs[0], w, bias], out, kernel_shape=spec["kernel"],
          strides=spec["stride"], pads=[ph, pw, ph, pw])
@@ -117,13 +159,13 @@ def _conv(b, spec, inputs, out):
 
 
 def _fc(b, spec, inputs, out):
-  x = inputs[0]
+  x, op = inputs[0], spec["output"]
   if len(b.shapes[x]) == 3:  # Read as the executor does: (h, w, c) order.
-    nhwc = b.node("Transpose", [x], f"{out}/nhwc", perm=[0, 2, 3, 1])
-    x = b.node("Flatten", [nhwc], f"{out}/flat", axis=1)
-  w = b.weight(out, "kernel", spec["arrays"]["kernel"])
+    nhwc = b.node("Transpose", [x], f"{op}/nhwc", perm=[0, 2, 3, 1])
+    x = b.node("Flatten", [nhwc], f"{op}/flat", axis=1)
+  w = b.weight(op, "kernel", spec["arrays"]["kernel"])
   if "bias" in spec["arrays"]:
-    bias = b.weight(out, "bias", spec["arrays"]["bias"])
+    bias = b.weight(op, "bias", spec["arrays"]["bias"])
     b.node("Gemm", [x, w, bias], out)
   else:
     b.node("MatMul", [x, w], out)
@@ -132,13 +174,13 @@ def _fc(b, spec, inputs, out):
 
 def _affine(b, spec, inputs, out):
   scale = np.asarray(spec["arrays"]["scale"], np.float32)
-  n = scale.shape[0]
+  n, op = scale.shape[0], spec["output"]
   b.node("BatchNormalization",
-         [inputs[0], b.const(f"{out}/scale", scale),
-          b.const(f"{out}/bias",
+         [inputs[0], b.const(f"{op}/scale", scale),
+          b.const(f"{op}/bias",
                   np.asarray(spec["arrays"]["bias"], np.float32)),
-          b.const(f"{out}/zeros", np.zeros(n, np.float32)),
-          b.const(f"{out}/ones", np.ones(n, np.float32))], out, epsilon=0.0)
+          b.const(f"{op}/zeros", np.zeros(n, np.float32)),
+          b.const(f"{op}/ones", np.ones(n, np.float32))], out, epsilon=0.0)
   b.shapes[out] = b.shapes[inputs[0]]
 
 
@@ -163,7 +205,7 @@ def _pool(b, spec, inputs, out):
 
 def _add(b, spec, inputs, out):
   """Add; dlib's zero_extend pads the smaller operand's high end first."""
-  del spec
+  op = spec["output"]
   shapes = [b.shapes[i] for i in inputs]
   total = tuple(max(p, q) for p, q in zip(*shapes))
   operands = []
@@ -173,21 +215,62 @@ def _add(b, spec, inputs, out):
       # NHWC growth -> NCHW end pads; vectors (N, C) pad the last axis.
       ends = ([0, extra[2], extra[0], extra[1]] if len(shape) == 3
               else [0, extra[0]])
-      pads = b.const(f"{out}/pads{i}",
+      pads = b.const(f"{op}/pads{i}",
                      np.array([0] * len(ends) + ends, np.int64))
-      name = b.node("Pad", [name, pads], f"{out}/extended{i}")
+      name = b.node("Pad", [name, pads], f"{op}/extended{i}")
     operands.append(name)
   b.node("Add", operands, out)
   b.shapes[out] = total
 
 
-def _global_avg(b, spec, inputs, out):
+def _concat(b, spec, inputs, out):
+  """Side by side along channels: NCHW axis 1 (or a vector's last)."""
   del spec
-  pooled = b.node("GlobalAveragePool", inputs, f"{out}/nc11")
+  b.node("Concat", inputs, out, axis=1)
+  shapes = [b.shapes[i] for i in inputs]
+  b.shapes[out] = shapes[0][:-1] + (sum(s[-1] for s in shapes),)
+
+
+def _global_avg(b, spec, inputs, out):
+  pooled = b.node("GlobalAveragePool", inputs, f"{spec['output']}/nc11")
   b.node("Flatten", [pooled], out, axis=1)
   b.shapes[out] = (b.shapes[inputs[0]][2],)
 
 
-_OPS = {"conv": _conv, "fc": _fc, "affine": _affine, "relu": _relu,
+OPS = {"conv": _conv, "fc": _fc, "affine": _affine, "relu": _relu,
         "max_pool": _pool, "avg_pool": _pool, "add": _add,
-        "global_avg": _global_avg}
+        "concat": _concat, "global_avg": _global_avg}
+
+
+def metadata(network, *, precision, preprocess, input_dtype, batch,
+             softmax, input_name) -> dict:
+  """The ``metadata_props`` strings (``METADATA`` keys that apply)."""
+  kind = network.output["kind"]
+  meta = {
+      "facejax.family": network.family,
+      "facejax.source": network.source,
+      "facejax.precision": precision,
+      "facejax.preprocess": preprocess,
+      "facejax.input": {
+          "name": input_name, "layout": "NHWC", "dtype": input_dtype,
+          "size": [int(s) for s in network.size],
+          "channels": network.channels,
+          "batch": "dynamic" if batch is None else batch,
+          "value": ("pixels 0-255" if preprocess == "folded"
+                    else "pixels - mean")},
+      "facejax.scale": repr(float(network.scale)),
+      "facejax.colour_order": network.colour_order,
+      "facejax.output": "probabilities" if softmax else kind,
+      "facejax.sparsity": network.sparsity(),
+  }
+  if preprocess == "mean_subtracted":
+    mean = np.ascontiguousarray(network.mean, "<f4")
+    meta["facejax.mean"] = {
+        "shape": list(mean.shape), "dtype": "<f4",
+        "base64": base64.b64encode(mean.tobytes()).decode("ascii")}
+  if kind == "logits":
+    meta["facejax.classes"] = list(network.output["classes"])
+  else:
+    meta["facejax.embedding_size"] = str(network.output["size"])
+  return {k: json.dumps(v) if k in JSON_METADATA else str(v)
+          for k, v in meta.items()}
