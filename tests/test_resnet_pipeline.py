@@ -68,6 +68,63 @@ def test_frozen_setup_trains_the_head_alone(cache_dir, weights, tmp_path):
   assert info["total_params"] == dlib_format.NUM_PARAMS + 128 * 6 + 6
 
 
+@pytest.fixture(scope="module")
+def frozen_smoke(cache_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("frozen_smoke"))
+  trainer.train_and_evaluate(
+      _config("finetune", "resnet,frozen,smoke", cache_dir), workdir)
+  return workdir
+
+
+def test_pruning_the_resnet_convs_holds_them_at_zero(cache_dir, frozen_smoke,
+                                                     tmp_path):
+  config = _config("prune", "resnet,smoke", cache_dir)
+  config.init.weights = frozen_smoke
+  config.train.num_epochs = 1.0
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  bundle = checkpoint.restore_for_export(str(tmp_path))
+  rows = {row["name"]: row for row in results["pruning"]["layers"]}
+  for name, kept in (("stage5/block0/conv2/kernel", 0.1),
+                     ("stage4/block1/conv1/kernel", 0.3),
+                     ("stage3/block0/conv1/kernel", 0.5),
+                     ("embedding/kernel", 0.5)):
+    group, rest = name.split("/", 1)
+    kernel = bundle.params[group]
+    for part in rest.split("/"):
+      kernel = kernel[part]
+    assert rows[name]["kept_fraction"] == pytest.approx(kept, abs=1e-3)
+    assert np.count_nonzero(kernel) / kernel.size == pytest.approx(
+        kept, abs=1e-3), name
+  # Eq. 2.18 on a frozen layer (stage 4 is not retrained): W_ij kept iff
+  # |W_ij| > γ·σ(W_i) + μ(W_i), with each filter's own signed statistics.
+  original = checkpoint.restore_for_export(frozen_smoke).params[
+      "stage4"]["block1"]["conv1"]["kernel"].astype(np.float64)
+  pruned = bundle.params["stage4"]["block1"]["conv1"]["kernel"]
+  rows_w = original.reshape(-1, original.shape[-1])
+  gamma = rows["stage4/block1/conv1/kernel"]["gamma"]
+  threshold = gamma * rows_w.std(axis=0) + rows_w.mean(axis=0)
+  expected = np.abs(rows_w) > threshold
+  got = pruned.reshape(rows_w.shape) != 0
+  assert np.mean(expected == got) > 0.999
+  np.testing.assert_array_equal(pruned.reshape(rows_w.shape)[got],
+                                rows_w[got].astype(np.float32))
+  assert "stem/conv/kernel" not in rows or rows["stem/conv/kernel"][
+      "rule"] == "none"
+
+
+def test_sensitivity_sweep_runs_on_the_resnet(cache_dir, frozen_smoke,
+                                              tmp_path):
+  from facejax import run  # pylint: disable=g-import-not-at-top
+  config = _config("sensitivity", "resnet,smoke", cache_dir)
+  config.init.weights = frozen_smoke
+  config.sensitivity.layers = ("stage5/block0/conv2", "embedding")
+  config.sensitivity.rules = ("neuron_wise",)
+  results = run.run(config, str(tmp_path))
+  layers = {row["layer"] for row in results["sensitivity"]}
+  assert layers == {"none", "stage5/block0/conv2", "embedding"}
+  assert os.path.exists(results["plot"])
+
+
 def test_fine_tuned_setup_caches_stage4_and_trains_stage5(cache_dir, weights,
                                                           tmp_path):
   config = _config("finetune", "resnet,fine_tuned,smoke", cache_dir)
