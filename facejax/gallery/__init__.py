@@ -1,0 +1,1 @@
+"""``python -m facejax.gallery``: enrol people for identification."""
