@@ -45,7 +45,7 @@ def library(request, tmp_path_factory):
   if request.param == "native":
     return native.load()
   path = str(tmp_path_factory.mktemp("native") / "portable.so")
-  native.build(native._compiler(), path, flags=("-O2", "-fPIC", "-shared"))
+  native.build(native._compiler(), path, flags=("-O2", "-fPIC", "-shared", "-pthread"))
   lib = ctypes.CDLL(path)
   native.declare(lib)
   return lib

@@ -52,8 +52,9 @@ class GraphExecutor:
     if device != "cpu":
       raise ValueError(f"device {device!r}: version-2 graphs run on the "
                        "CPU only")
-    if conv not in ("auto", "im2col"):
-      raise ValueError(f"conv {conv!r}: version-2 graphs use im2col")
+    if conv not in ("auto", "direct", "im2col"):
+      raise ValueError(f"conv {conv!r}: version-2 graphs use direct "
+                       "(compiled) or im2col convolutions, or auto")
     self.blob = blob
     manifest = blob.manifest
     self.kind = manifest["output"]["kind"]
@@ -73,6 +74,16 @@ class GraphExecutor:
     self.workers = 1
     if threads > 1 and blas.set_blas_threads(1):
       self.workers = threads
+    self.native = None  # The compiled kernels, for dense convs.
+    if conv in ("auto", "direct"):
+      from facejax.executor import native  # pylint: disable=g-import-not-at-top
+      try:
+        self.native = native.load()
+        self.native.conv_team(threads)
+      except native.NativeUnavailable:
+        if conv == "direct":
+          raise
+    self.conv = "direct" if self.native is not None else "im2col"
     self.shapes = graph_manifest.shapes(manifest)
     self.steps = self._fuse(manifest["ops"])
     blob.release_pages()
@@ -85,6 +96,8 @@ class GraphExecutor:
 
   def _fuse(self, ops):
     """Ops -> steps: conv/fc absorb a following affine, add and relu."""
+    ops = _hoist_pools(ops)
+    made_at = {spec["output"]: i for i, spec in enumerate(ops)}
     readers = {}
     for i, spec in enumerate(ops):
       for name in spec["inputs"]:
@@ -108,8 +121,9 @@ class GraphExecutor:
         if kind == "conv" and only_reader(cur, j) and ops[j]["op"] == "add":
           a, b = ops[j]["inputs"]
           other = b if a == cur else a
-          if (other != cur and self.shapes[other] == self.shapes[cur]
-              == self.shapes[ops[j]["output"]]):
+          if (other != cur and made_at.get(other, -1) < i
+              and self._adds_into(other, cur)
+              and self.shapes[cur] == self.shapes[ops[j]["output"]]):
             add_input, cur, j = other, ops[j]["output"], j + 1
         relu = only_reader(cur, j) and ops[j]["op"] == "relu"
         if relu:
@@ -135,6 +149,14 @@ class GraphExecutor:
                                                (cur, self.shapes[cur])))
       i = j
     return steps
+
+  def _adds_into(self, other, main):
+    """``other`` can be added to the first channels of ``main``: the same
+    shape, or (dlib's zero extension) the same rows and columns and no
+    more channels."""
+    a, b = self.shapes[other], self.shapes[main]
+    return len(a) == len(b) == 3 and a[:2] == b[:2] and a[2] <= b[2] or (
+        a == b)
 
   def _allocate(self, batch):
     """Tensor buffers (reused after a tensor's last reader) and scratch."""
@@ -256,6 +278,25 @@ class GraphExecutor:
   def close(self):
     if self.pool is not None:
       self.pool.shutdown()
+
+
+def _hoist_pools(ops):
+  """Each pool moved up to just after the op that makes its input.
+
+  A downsampling block's shortcut pool then runs before the block's convs,
+  so the second conv can take the add (as in dlib's order of layers, the
+  pool read the block's input anyway).
+  """
+  out = []
+  for spec in ops:
+    if spec["op"] in ("max_pool", "avg_pool"):
+      source = spec["inputs"][0]
+      at = next((k + 1 for k in range(len(out) - 1, -1, -1)
+                 if out[k]["output"] == source), 0)
+      out.insert(at, spec)
+    else:
+      out.append(spec)
+  return out
 
 
 def make_executor(blob, **options):

@@ -1,7 +1,8 @@
 """The steps of the version-2 executor (graph_network.py), NumPy only.
 
 A step is one fused group of ops: ``ConvStep`` (conv [→ affine] [→ add]
-[→ relu]), ``FcStep`` (fc [→ relu]), ``PoolStep``, ``AddStep`` (same
+[→ relu]; the add may zero-extend the other input's channels, dlib's
+add_prev in a downsampling block), ``FcStep`` (fc [→ relu]), ``PoolStep``, ``AddStep`` (same
 shapes or dlib's zero extension, [→ relu]), ``ElementwiseStep`` (a
 lone affine, relu or global_avg) and ``ConcatStep`` (channels side by
 side). ``bind(executor, batch)`` resolves every view of the step's
@@ -12,6 +13,7 @@ forward pass is a list of calls on preplanned memory.
 import numpy as np
 
 from facejax.executor import conv as conv_lib
+from facejax.executor import direct_conv
 from facejax.executor import graph_manifest
 from facejax.executor import sparse
 
@@ -40,7 +42,11 @@ def _interior(ex, name):
 
 
 class ConvStep(Step):
-  """conv [→ affine] [→ add] [→ relu], dense or CSR weights."""
+  """conv [→ affine] [→ add] [→ relu], dense or CSR weights.
+
+  A dense conv runs on the compiled direct kernel (direct_conv.py) when
+  the executor has it (``ex.native``), else as im2col + BLAS.
+  """
 
   def __init__(self, ex, spec, affine, add_input, relu, out_shape):
     blob = ex.blob
@@ -53,7 +59,9 @@ class ConvStep(Step):
     self.padding = tuple(spec["padding"])
     self.channels = spec["in"]
     self.add_input = add_input
+    self.add_channels = (ex.shapes[add_input][-1] if add_input else 0)
     self.relu = relu
+    self.direct = None
     columns = graph_manifest.csr_columns(spec)
     n_out = spec["out"]
     bias = np.asarray(blob.array(key, "bias"), np.float64)
@@ -68,14 +76,20 @@ class ConvStep(Step):
       if scale is not None:
         kernel = kernel * scale
         scale = None
-      self.weight = np.ascontiguousarray(kernel, np.float32)
+      if ex.native is not None:
+        self.direct = direct_conv.DirectConv(
+            ex.native, kernel.reshape(*self.kernel, self.channels, n_out)
+            .astype(np.float32), bias.astype(np.float32))
+      self.weight = (self.direct.weight if self.direct is not None else
+                     np.ascontiguousarray(kernel, np.float32))
     else:
       self.weight = sparse.make_csr(
           *(blob.array(key, f) for f in ("indptr", "indices", "data")),
           columns, backend=ex.sparse_backend, pool=ex.pool,
           threads=ex.threads)
     self.scale = None if scale is None else scale.astype(np.float32)
-    self.bias = bias.astype(np.float32)
+    self.bias = (self.direct.bias if self.direct is not None
+                 else bias.astype(np.float32))
     self.macs = columns * n_out * self.shape[0] * self.shape[1]
 
   def plan(self, ex, batch):
@@ -103,6 +117,8 @@ class ConvStep(Step):
     return tiles, blocks
 
   def scratch(self, ex, batch):
+    if self.direct is not None:
+      return 1, 1
     tiles, _ = self.plan(ex, batch)
     pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * self.shape[1]
     columns = self.kernel[0] * self.kernel[1] * self.channels
@@ -110,6 +126,12 @@ class ConvStep(Step):
 
   def bind(self, ex, batch):
     padded = ex.padded_input(self.inputs[0], self.padding)
+    if self.direct is not None:
+      jobs = self.direct.jobs(
+          padded, _interior(ex, self.output), self.stride,
+          add=_interior(ex, self.add_input) if self.add_input else None,
+          relu=self.relu, workers=ex.threads)
+      return self.direct.runner(jobs)
     kh, kw = self.kernel
     sh, sw = self.stride
     h, w, n_out = self.shape
@@ -138,8 +160,8 @@ class ConvStep(Step):
               out[:, c0:c1], out.reshape(n, rows, w, n_out)[..., c0:c1],
               None if self.scale is None else self.scale[c0:c1],
               self.bias[c0:c1], target[t.n0:t.n1, t.r0:t.r1, :, c0:c1],
-              None if other is None else
-              other[t.n0:t.n1, t.r0:t.r1, :, c0:c1])
+              None if other is None or c0 >= self.add_channels else
+              other[t.n0:t.n1, t.r0:t.r1, :, c0:min(c1, self.add_channels)])
 
     def gemm(job):
       _, _, cols, weight, out, out4, scale, bias, dst, add = job
@@ -150,8 +172,9 @@ class ConvStep(Step):
       if scale is not None:
         np.multiply(out, scale, out=out)
       np.add(out, bias, out=out)
-      if add is not None:
-        np.add(out4, add, out=out4)
+      if add is not None:  # The first channels (dlib's zero extension).
+        part = out4[..., :add.shape[-1]]
+        np.add(part, add, out=part)
       if relu:
         np.maximum(out4, 0, out=dst)
       else:
@@ -266,6 +289,14 @@ class PoolStep(Step):
       count = sum(inside[i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
                   for i in range(kh) for j in range(kw))
       inverse_count = (1 / count)[:, :, None].astype(np.float32)
+    if ex.native is not None and not (ph or pw) and (
+        x.strides[3] == dst.strides[3] == 4):
+      # One pass in C (conv_kernel.c) instead of one per window tap.
+      args = (x.ctypes.data, *(s // 4 for s in x.strides[:3]), batch, h, w,
+              x.shape[3], kh, kw, sh, sw, int(is_max), dst.ctypes.data,
+              *(s // 4 for s in dst.strides[:3]))
+      pool = ex.native.pool_direct
+      return lambda: pool(*args)
     taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
     combine = np.maximum if is_max else np.add

@@ -1,6 +1,7 @@
-"""Builds and loads the compiled kernels: CSR products and Winograd.
+"""Builds and loads the compiled kernels: CSR, Winograd, direct conv.
 
-``csr_kernel.c`` and ``winograd_kernel.c`` are compiled into one library
+``csr_kernel.c``, ``winograd_kernel.c`` and ``conv_kernel.c`` (with its
+thread team, hence ``-pthread``) are compiled into one library
 on first use with the machine's C compiler (``cc``, or ``$CC``), for the
 machine it runs on (``-march=native``; on a Jetson that
 is the Cortex-A57/Carmel of the board), cached under
@@ -26,8 +27,9 @@ import tempfile
 import numpy as np
 
 SOURCES = tuple(os.path.join(os.path.dirname(__file__), name)
-                for name in ("csr_kernel.c", "winograd_kernel.c"))
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+                for name in ("csr_kernel.c", "winograd_kernel.c",
+                                "conv_kernel.c"))
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
 LANES = 8  # Images per register block in the batched kernel (csr_kernel.c).
 _DISABLE_ENV = "FACEJAX_NATIVE"
 
@@ -110,6 +112,15 @@ def declare(lib: ctypes.CDLL) -> None:
   lib.wino_output.argtypes = [pointer, pointer] + [size] * 6 + [pointer] + (
       [size] * 3)
   lib.wino_input.restype = lib.wino_output.restype = None
+  lib.conv_direct.argtypes = [pointer]
+  lib.conv_run.argtypes = [pointer, size]
+  lib.conv_direct.restype = lib.conv_run.restype = None
+  lib.conv_team.argtypes = [size]
+  lib.pool_direct.argtypes = [pointer] + [size] * 12 + [pointer] + [size] * 3
+  lib.pool_direct.restype = None
+  for symbol in ("conv_team", "conv_block_channels", "conv_block_pixels",
+                 "conv_fields"):
+    getattr(lib, symbol).restype = size
 
 
 def load() -> ctypes.CDLL:

@@ -1,0 +1,340 @@
+/* Direct convolution (NHWC) for the graph executor's dense convs.
+ *
+ * im2col + BLAS copies every input value kh*kw times into a scratch
+ * matrix and then hands a GEMM to OpenBLAS, whose kernel set follows
+ * OPENBLAS_CORETYPE rather than the machine. Here each output pixel reads
+ * its windows straight from the zero-bordered input and the kernel is
+ * compiled for the machine it runs on (native.py, -march=native): a block
+ * of MR output pixels by NR output channels is held in registers while the
+ * whole reduction (kh, kw, C) runs, the input value of each pixel
+ * broadcast against NR weights. Bias (with dlib's affine folded in at
+ * load), the residual add (over its first add_c channels: dlib's
+ * zero-extending add where only channels differ) and ReLU are applied to
+ * the registers before the one store.
+ *
+ * Registers: 2 vectors of output channels (NR = 2 * lanes) by MR pixels,
+ * MR = 14 with AVX-512 (28 of 32 zmm accumulate), 6 with AVX2 (12 of 16
+ * ymm), 12 with NEON (24 of 32 q). The vector type is GCC's generic
+ * vector, so the same source is AVX-512, AVX2 or NEON code.
+ *
+ * Weights are packed at load (graph_steps.py) as (K/NR, kh, kw, C, NR)
+ * float32, output channels padded with zeros to a multiple of NR, bias
+ * padded likewise.
+ *
+ * One call does output pixels [p0, p1) of the flattened (image, row,
+ * column) range and channel blocks [kb0, kb1): Python worker threads
+ * split either, and ctypes releases the GIL for the call.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define FJ_VBYTES 64
+#define FJ_MR 14
+#elif defined(__AVX__)
+#define FJ_VBYTES 32
+#define FJ_MR 6
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+#define FJ_VBYTES 16
+#define FJ_MR 12
+#else
+#define FJ_VBYTES 16
+#define FJ_MR 6
+#endif
+#define FJ_LANES (FJ_VBYTES / 4)
+#define FJ_NR (2 * FJ_LANES)
+
+typedef float vf __attribute__((vector_size(FJ_VBYTES)));
+typedef float vfu __attribute__((vector_size(FJ_VBYTES), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(FJ_VBYTES)));
+
+int64_t conv_block_channels(void) { return FJ_NR; }
+int64_t conv_block_pixels(void) { return FJ_MR; }
+
+/* The fields of one call, an int64 array prepared once per batch size. */
+enum {
+  P_X, P_XN, P_XH, P_XW, /* input at the window origin; strides */
+  P_C, P_KH, P_KW, P_SH, P_SW,
+  P_OH, P_OW, P_P0, P_P1, /* output rows, columns; pixel range */
+  P_W, P_K, P_KB0, P_KB1, P_BIAS,
+  P_ADD, P_AN, P_AH, P_AW, P_ADDC, /* residual (0: none), channels */
+  P_RELU, P_Y, P_YN, P_YH, P_YW,
+  P_FIELDS
+};
+int64_t conv_fields(void) { return P_FIELDS; }
+
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf v) { *(vfu *)p = v; }
+
+static inline vf relu_v(vf v) {
+  const vf zero = {0};
+  return (vf)((vi)v & (vi)(v > zero));
+}
+
+/* One output vector (LANES channels from k0) of one pixel: epilogue. */
+static inline void finish(vf v, const float *restrict bias, int64_t k0,
+                          const float *add, int64_t add_c, int64_t relu,
+                          float *restrict y, int64_t k) {
+  v += load(bias + k0);
+  if (add && k0 < add_c) {
+    if (k0 + FJ_LANES <= add_c) {
+      v += load(add + k0);
+    } else {
+      float t[FJ_LANES];
+      store(t, v);
+      for (int64_t q = k0; q < add_c; ++q) t[q - k0] += add[q];
+      v = load(t);
+    }
+  }
+  if (relu) v = relu_v(v);
+  if (k0 + FJ_LANES <= k) {
+    store(y + k0, v);
+  } else if (k0 < k) {
+    float t[FJ_LANES];
+    store(t, v);
+    memcpy(y + k0, t, (size_t)(k - k0) * sizeof(float));
+  }
+}
+
+/* MR pixels (a[i]: their window origins) x NR channels, all taps. */
+static inline __attribute__((always_inline)) void block(
+    const int mr, const float *const *a, const int64_t *p,
+    const float *restrict w, int64_t kb, float *const *y,
+    const float *const *add) {
+  const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
+  const int64_t xh = p[P_XH], xw = p[P_XW];
+  vf acc0[FJ_MR], acc1[FJ_MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i) acc0[i] = acc1[i] = (vf){0};
+  for (int64_t r = 0; r < kh; ++r)
+    for (int64_t s = 0; s < kw; ++s) {
+      const int64_t tap = r * xh + s * xw;
+      const float *restrict wp = w + (r * kw + s) * c * FJ_NR;
+      const float *ai[FJ_MR];
+#pragma GCC unroll 16
+      for (int i = 0; i < mr; ++i) ai[i] = a[i] + tap;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const vf w0 = load(wp + ch * FJ_NR);
+        const vf w1 = load(wp + ch * FJ_NR + FJ_LANES);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; ++i) {
+          const float v = ai[i][ch];
+          acc0[i] += v * w0;
+          acc1[i] += v * w1;
+        }
+      }
+    }
+  const int64_t k0 = kb * FJ_NR, k = p[P_K], add_c = p[P_ADDC];
+  const float *bias = (const float *)(intptr_t)p[P_BIAS];
+  const int64_t relu = p[P_RELU];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i) {
+    finish(acc0[i], bias, k0, add[i], add_c, relu, y[i], k);
+    finish(acc1[i], bias, k0 + FJ_LANES, add[i], add_c, relu, y[i], k);
+  }
+}
+
+#define CASE(M)                                                              \
+  case M:                                                                    \
+    block(M, a, p, w, kb, y, add);                                           \
+    break;
+
+void conv_direct(const int64_t *p) {
+  const float *x = (const float *)(intptr_t)p[P_X];
+  const float *w0 = (const float *)(intptr_t)p[P_W];
+  const float *addp = (const float *)(intptr_t)p[P_ADD];
+  float *yp = (float *)(intptr_t)p[P_Y];
+  const int64_t oh = p[P_OH], ow = p[P_OW], p0 = p[P_P0], p1 = p[P_P1];
+  const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
+  const int64_t wblock = kh * kw * c * FJ_NR;
+  for (int64_t kb = p[P_KB0]; kb < p[P_KB1]; ++kb) {
+    const float *w = w0 + kb * wblock;
+    /* Pixels in nearly equal blocks of at most MR: 16 pixels are 8 + 8,
+     * not 14 + 2 (a 2-pixel block loads the weights for 4 FMAs). */
+    const int64_t blocks = (p1 - p0 + FJ_MR - 1) / FJ_MR;
+    const int64_t base = blocks ? (p1 - p0) / blocks : 0;
+    const int64_t extra = blocks ? (p1 - p0) % blocks : 0;
+    int64_t start = p0;
+    for (int64_t g = 0; g < blocks; ++g) {
+      const int64_t mr = base + (g < extra);
+      const float *a[FJ_MR];
+      float *y[FJ_MR];
+      const float *add[FJ_MR];
+      for (int64_t i = 0; i < mr; ++i) {
+        const int64_t q = start + i, b = q / (oh * ow), rc = q % (oh * ow);
+        const int64_t row = rc / ow, col = rc % ow;
+        a[i] = x + b * p[P_XN] + row * p[P_SH] * p[P_XH] +
+               col * p[P_SW] * p[P_XW];
+        y[i] = yp + b * p[P_YN] + row * p[P_YH] + col * p[P_YW];
+        add[i] = addp ? addp + b * p[P_AN] + row * p[P_AH] + col * p[P_AW]
+                      : 0;
+      }
+      switch (mr) {
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#if FJ_MR > 6
+        CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
+#endif
+#if FJ_MR > 12
+        CASE(13) CASE(14)
+#endif
+        default: break;
+      }
+      start += mr;
+    }
+  }
+}
+
+/* ---- A team of threads for one step's jobs ----------------------------
+ *
+ * A Python thread pool costs ~20-50 µs per hand-off on the shared 2-core
+ * box, while a ResNet conv at batch 1 is 40-120 µs of work: the hand-off
+ * would eat the second core. conv_run hands a step's jobs (conv_direct
+ * parameter blocks) to helpers started once in C, which take the next job
+ * off one atomic ticket, the calling thread among them. Between steps a
+ * helper spins for up to SPIN_NS (the Python between two steps of a
+ * forward pass is a few µs), then sleeps on a condition variable, so an
+ * idle executor takes no CPU.
+ *
+ * The ticket packs (generation, job count, next job) into 64 bits: a
+ * helper that wakes late for an old generation fails its compare-and-swap
+ * instead of running a job of the next one.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sched.h>
+#include <time.h>
+
+#define FJ_MAX_HELPERS 63
+#define FJ_SPIN_NS 300000
+
+static pthread_mutex_t team_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t team_wake = PTHREAD_COND_INITIALIZER;
+static _Atomic uint64_t team_ticket; /* gen << 32 | njobs << 16 | next */
+static _Atomic int64_t team_done;
+static _Atomic int team_sleepers;
+static const int64_t *_Atomic team_jobs;
+static int team_helpers;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Runs jobs of generation ``gen`` until none is left. */
+static void drain(uint64_t gen) {
+  uint64_t t = atomic_load(&team_ticket);
+  for (;;) {
+    const uint64_t njobs = (t >> 16) & 0xffff, next = t & 0xffff;
+    if ((t >> 32) != gen || next >= njobs) return;
+    if (!atomic_compare_exchange_weak(&team_ticket, &t, t + 1)) continue;
+    conv_direct(atomic_load(&team_jobs) + next * P_FIELDS);
+    atomic_fetch_add(&team_done, 1);
+    t = atomic_load(&team_ticket);
+  }
+}
+
+static void *helper(void *unused) {
+  (void)unused;
+  uint64_t seen = atomic_load(&team_ticket) >> 32;
+  for (;;) {
+    int64_t since = 0;
+    for (int spins = 0; (atomic_load(&team_ticket) >> 32) == seen;) {
+      cpu_relax();
+      if (++spins % 256) continue;
+      const int64_t t = now_ns();
+      if (!since) {
+        since = t;
+      } else if (t - since > FJ_SPIN_NS) {
+        pthread_mutex_lock(&team_lock);
+        atomic_fetch_add(&team_sleepers, 1);
+        while ((atomic_load(&team_ticket) >> 32) == seen)
+          pthread_cond_wait(&team_wake, &team_lock);
+        atomic_fetch_sub(&team_sleepers, 1);
+        pthread_mutex_unlock(&team_lock);
+      }
+    }
+    seen = atomic_load(&team_ticket) >> 32;
+    drain(seen);
+  }
+  return 0;
+}
+
+/* Starts helpers until there are ``threads`` - 1; returns their count. */
+int64_t conv_team(int64_t threads) {
+  pthread_mutex_lock(&team_lock);
+  while (team_helpers < threads - 1 && team_helpers < FJ_MAX_HELPERS) {
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    const int failed = pthread_create(&thread, &attr, helper, 0);
+    pthread_attr_destroy(&attr);
+    if (failed) break;
+    ++team_helpers;
+  }
+  const int64_t helpers = team_helpers;
+  pthread_mutex_unlock(&team_lock);
+  return helpers;
+}
+
+/* Runs ``njobs`` parameter blocks (njobs < 65536) on the team and the
+ * calling thread; one caller at a time (the executor's forward holds it). */
+void conv_run(const int64_t *jobs, int64_t njobs) {
+  if (njobs == 1 || !team_helpers) {
+    for (int64_t j = 0; j < njobs; ++j) conv_direct(jobs + j * P_FIELDS);
+    return;
+  }
+  const uint64_t gen = (atomic_load(&team_ticket) >> 32) + 1;
+  atomic_store(&team_jobs, jobs);
+  atomic_store(&team_done, 0);
+  atomic_store(&team_ticket, (gen << 32) | ((uint64_t)njobs << 16));
+  if (atomic_load(&team_sleepers)) {
+    pthread_mutex_lock(&team_lock);
+    pthread_cond_broadcast(&team_wake);
+    pthread_mutex_unlock(&team_lock);
+  }
+  drain(gen);
+  for (int spins = 0; atomic_load(&team_done) < njobs;)
+    if (++spins % 1024) cpu_relax(); else sched_yield();
+}
+
+/* ---- Max and average pooling without padding --------------------------
+ * (NHWC, channels contiguous; the executor's NumPy PoolStep makes one
+ * pass over the output per window tap, 9 for the stem's 3x3 max pool.)
+ * Element strides; x at the first window's origin.
+ */
+void pool_direct(const float *x, int64_t xn, int64_t xh, int64_t xw,
+                 int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                 int64_t kw, int64_t sh, int64_t sw, int64_t is_max,
+                 float *y, int64_t yn, int64_t yh, int64_t yw) {
+  const float inv = 1.0f / (float)(kh * kw);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < oh; ++i)
+      for (int64_t j = 0; j < ow; ++j) {
+        const float *src = x + b * xn + i * sh * xh + j * sw * xw;
+        float *restrict dst = y + b * yn + i * yh + j * yw;
+        for (int64_t ch = 0; ch < c; ++ch) dst[ch] = src[ch];
+        for (int64_t r = 0; r < kh; ++r)
+          for (int64_t s = 0; s < kw; ++s) {
+            if (!r && !s) continue;
+            const float *restrict t = src + r * xh + s * xw;
+            if (is_max) {
+              for (int64_t ch = 0; ch < c; ++ch)
+                dst[ch] = t[ch] > dst[ch] ? t[ch] : dst[ch];
+            } else {
+              for (int64_t ch = 0; ch < c; ++ch) dst[ch] += t[ch];
+            }
+          }
+        if (!is_max)
+          for (int64_t ch = 0; ch < c; ++ch) dst[ch] *= inv;
+      }
+}

@@ -1,0 +1,106 @@
+"""Dense convolutions by the compiled direct kernel (``conv_kernel.c``).
+
+The graph executor's default for a dense conv where the C kernels build:
+no im2col scratch, no BLAS (so OpenBLAS's kernel choice, e.g. an
+``OPENBLAS_CORETYPE`` set for another machine, does not touch it), and
+the work of a step split into jobs for the kernel's own thread team,
+which costs about a microsecond per hand-off where a Python pool costs
+tens. Measured per layer on one core of the 2-core AMD EPYC VM (AVX-512):
+205-240 GFLOP/s against 80-115 for im2col + OpenBLAS (benchmarks/
+README.md, "dlib's face ResNet").
+"""
+
+import numpy as np
+
+# A job below this many multiply-adds is not split further (~3 µs).
+MIN_JOB_MACS = 1 << 20
+JOBS_PER_WORKER = 4  # Finer than one each: a busy core takes fewer.
+
+
+class DirectConv:
+  """A dense conv's weights packed for ``conv_direct``.
+
+  Attributes:
+    weight: (K/NR, kh, kw, C, NR) float32, channels padded with zeros.
+    bias: (K/NR · NR,) float32.
+    nbytes: bytes held.
+  """
+
+  def __init__(self, lib, kernel, bias):
+    """``kernel`` (kh, kw, C, K) float32 with any affine folded in."""
+    self.lib = lib
+    self.block_channels = int(lib.conv_block_channels())
+    self.block_pixels = int(lib.conv_block_pixels())
+    self.fields = int(lib.conv_fields())
+    kh, kw, channels, out = kernel.shape
+    nr = self.block_channels
+    blocks = -(-out // nr)
+    padded = np.zeros((kh, kw, channels, blocks * nr), np.float32)
+    padded[..., :out] = kernel
+    self.weight = np.ascontiguousarray(
+        padded.reshape(kh, kw, channels, blocks, nr).transpose(3, 0, 1, 2, 4))
+    self.bias = np.zeros(blocks * nr, np.float32)
+    self.bias[:out] = bias
+    self.shape = kernel.shape
+    self.nbytes = self.weight.nbytes + self.bias.nbytes
+
+  def jobs(self, padded, dst, stride, *, add=None, relu, workers):
+    """The parameter blocks of one call: (jobs, fields) int64.
+
+    Args:
+      padded: the input view at the first window's origin (N, ·, ·, C),
+        channels contiguous.
+      dst: the output view (N, OH, OW, K), channels contiguous.
+      stride: (sh, sw).
+      add: a residual (N, OH, OW, A) with A ≤ K, added to the first A
+        channels, or None.
+      relu: apply ReLU last.
+      workers: threads of the team; the work is cut for them.
+    """
+    kh, kw, channels, out = self.shape
+    batch, oh, ow, _ = dst.shape
+    for name, view in (("input", padded), ("output", dst), ("add", add)):
+      if view is not None and (view.dtype != np.float32
+                               or view.strides[3] != 4):
+        raise ValueError(f"direct conv: the {name} must be float32 with "
+                         "contiguous channels")
+    pixels = batch * oh * ow
+    blocks = self.weight.shape[0]
+    macs = pixels * kh * kw * channels * out
+    wanted = 1 if workers <= 1 else max(
+        1, min(JOBS_PER_WORKER * workers, macs // MIN_JOB_MACS))
+    # Channel blocks first where pixels are few (each job then reads only
+    # its share of the weights), pixel ranges of whole MR blocks else.
+    pixel_parts = max(1, min(-(-wanted // blocks),
+                             pixels // (2 * self.block_pixels)))
+    block_parts = max(1, min(blocks, wanted // pixel_parts))
+    step = -(-pixels // pixel_parts)
+    if step > self.block_pixels:
+      step = -(-step // self.block_pixels) * self.block_pixels
+    elem = lambda v: [s // 4 for s in v.strides[:3]]
+    base = [padded.ctypes.data, *elem(padded), channels, kh, kw, *stride,
+            oh, ow, 0, 0, self.weight.ctypes.data, out, 0, 0,
+            self.bias.ctypes.data,
+            0 if add is None else add.ctypes.data,
+            *(elem(add) if add is not None else (0, 0, 0)),
+            0 if add is None else add.shape[3], int(relu), dst.ctypes.data,
+            *elem(dst)]
+    assert len(base) == self.fields, (len(base), self.fields)
+    rows = []
+    cuts = np.linspace(0, blocks, block_parts + 1).round().astype(int)
+    for p0 in range(0, pixels, step):
+      for kb0, kb1 in zip(cuts[:-1], cuts[1:]):
+        row = list(base)
+        row[11:13] = p0, min(p0 + step, pixels)
+        row[15:17] = kb0, kb1
+        rows.append(row)
+    return np.array(rows, np.int64)
+
+  def runner(self, jobs):
+    """The call that runs ``jobs`` on the team (keeps them alive)."""
+    run, pointer, count = self.lib.conv_run, jobs.ctypes.data, len(jobs)
+
+    def call(jobs=jobs):  # The default holds the array.
+      del jobs
+      run(pointer, count)
+    return call
