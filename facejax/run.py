@@ -4,7 +4,7 @@ from typing import Any
 
 import ml_collections
 
-JOBS = ("train", "sensitivity")
+JOBS = ("train", "sensitivity", "distill")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -17,6 +17,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     # pylint: disable-next=g-import-not-at-top
     from facejax.prune import sensitivity_job
     return sensitivity_job.run(config, workdir)
+  if config.job == "distill":
+    from facejax.distill import job  # pylint: disable=g-import-not-at-top
+    return job.distill_and_evaluate(
+        config, workdir, allow_config_change=allow_config_change)
   from facejax import config_lib  # pylint: disable=g-import-not-at-top
   raise config_lib.ConfigError(
       f"config.job must be one of {JOBS}, got {config.job!r}")
@@ -31,6 +35,14 @@ def print_summary(results: dict[str, Any], workdir: str) -> None:
       print(f"  {row['layer']:<8} {row['rule']:<12}"
             f" kept {row['kept_fraction']:.3f}  "
             f"top-1 {100 * row['accuracy']:.2f} %")
+  if "distill" in results:
+    d = results["distill"]
+    teacher = d.get("teacher_eval_top1")
+    print(f"held-out 1-NN top-1: student {100 * d['eval_top1']:.2f} %"
+          + (f", teacher {100 * teacher:.2f} %" if teacher is not None
+             else ""))
+    print(f"teacher outputs {d['teacher_seconds']:.1f} s, steps "
+          f"{d['train_seconds']:.1f} s")
   if "pruning" in results:
     from facejax import prune  # pylint: disable=g-import-not-at-top
     print(prune.format_report(results["pruning"]["layers"]))

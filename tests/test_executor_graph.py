@@ -16,6 +16,7 @@ import pytest
 
 from facejax.executor import blob as blob_lib
 from facejax.executor import graph_network
+from facejax.executor import native
 from facejax.executor import network
 from facejax.export import exporter
 from facejax.export import graph_export
@@ -318,3 +319,23 @@ def test_tiles_and_threads_do_not_change_results(small, tmp_path, tile_bytes):
   for _ in range(2):
     np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
   ex.close()
+
+
+@pytest.mark.parametrize("conv", ["im2col", "direct"])
+def test_conv_paths_match_float64_reference(small, tmp_path, conv):
+  """Both conv paths, with the downsampling blocks' zero-extending adds
+  fused into their second conv (the shortcut pool runs first)."""
+  params, _, images, expected = small
+  path = str(tmp_path / "m.fjx")
+  graph_export.export_graph(path, dlib_resnet.lower(params), precision="fp32")
+  try:
+    ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                     conv=conv)
+  except native.NativeUnavailable:
+    pytest.skip("no compiled kernels here")
+  assert ex.conv == conv
+  fused = [s for s in ex.steps if getattr(s, "add_channels", 0)
+           and s.add_channels < s.shape[2]]
+  assert len(fused) == 2  # stage2/block0 and stage3/block0.
+  np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
+  np.testing.assert_allclose(ex.forward(images[:1]), expected[:1], atol=1e-5)

@@ -112,3 +112,61 @@ class Recogniser:
         name = UNKNOWN
       predictions.append(Prediction(top, name, score))
     return predictions, elapsed_ms
+
+
+class GalleryRecogniser:
+  """Identifies faces against a gallery with an embedding blob.
+
+  Per frame: each box becomes a chip (the gallery's chip function: the
+  crop resized, or 5-point aligned), the chips are embedded (one batch,
+  or one per pass), and each embedding is matched with the gallery's
+  people (facejax.recognition.gallery): the nearest one's name when its
+  L2 distance is below the threshold, else ``UNKNOWN``. A prediction's
+  score is that distance (smaller is surer) and its ``top`` lists the
+  nearest people with their distances.
+
+  Attributes:
+    embedder: a ``facejax.recognition.embedder.Embedder``.
+    gallery: the ``Gallery``.
+    names: the enrolled people.
+    threshold: the distance threshold in use.
+  """
+
+  def __init__(self, embedder, gallery, *, batch_mode: str = "all",
+               top: int = 5, threshold: float | None = None):
+    if batch_mode not in BATCH_MODES:
+      raise ValueError(f"--batch {batch_mode!r}: expected one of "
+                       f"{BATCH_MODES}")
+    self.embedder = embedder
+    self.gallery = gallery
+    self.names = gallery.names
+    self.batch_mode = batch_mode
+    self.top = top
+    if threshold is not None:
+      gallery.threshold.distance = float(threshold)
+    self.threshold = gallery.threshold.distance
+
+  def identify(self, rgb: np.ndarray, boxes):
+    """Predictions for boxes of an RGB frame, and per-stage times in ms.
+
+    Returns:
+      ``(predictions, {"chips_ms", "embedding_ms", "matching_ms"})``.
+    """
+    times = {"chips_ms": 0.0, "embedding_ms": 0.0, "matching_ms": 0.0}
+    if not len(boxes):
+      return [], times
+    start = time.perf_counter()
+    chips = self.embedder.chips_of(rgb, boxes)
+    chipped = time.perf_counter()
+    if self.batch_mode == "all":
+      embeddings = self.embedder.embed_chips(chips)
+    else:
+      embeddings = np.concatenate([self.embedder.embed_chips(chips[i:i + 1])
+                                   for i in range(len(chips))])
+    embedded = time.perf_counter()
+    matches = self.gallery.identify(embeddings, top=self.top)
+    done = time.perf_counter()
+    times = {"chips_ms": (chipped - start) * 1e3,
+             "embedding_ms": (embedded - chipped) * 1e3,
+             "matching_ms": (done - embedded) * 1e3}
+    return [Prediction(m.ranked, m.label, m.distance) for m in matches], times
