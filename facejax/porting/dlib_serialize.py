@@ -15,7 +15,6 @@ face detector) and adds what those need:
 Errors are ``DlibFormatError``: one line, ``file: byte N, where: what``.
 """
 
-import re
 from typing import Optional
 
 import numpy as np
@@ -28,20 +27,49 @@ DlibFormatError = _dlib.DlibFormatError
 _SPECIAL_EXPONENTS = {32000: np.inf, 32001: -np.inf, 32002: np.nan}
 
 
-def _token_pattern():
-  """A regex matching one varint: a control byte of size n, n bytes."""
-  branches = []
-  for n in range(1, 9):
-    controls = b"".join(re.escape(bytes([c])) for c in range(256)
-                        if (c & 0x0F) == n and not c & 0x70)
-    branches.append(b"([" + controls + b"])" + b"." * n)
-  # Anything else: one byte, kept as is (a malformed control byte, or a
-  # token cut short at the end of the file).
-  return re.compile(b"(?s)" + b"|".join(branches) + b"|(.)")
+_CHUNK_BYTES = 4096
+# A well-formed token has 1 + 1..8 bytes; past a malformed one (size 0 or
+# 9..15) the chain is garbage anyway, so 9 entry offsets are enough.
+_ENTRIES = 9
+_DECODE_TOKENS = 1 << 18
 
 
-_TOKEN = _token_pattern()
-_CONTROL_ONLY = b"".join(b"\\%d" % g for g in range(1, 10))
+def _walk(raw, pos, end, mark=None):
+  """Advances every lane token by token until it reaches its ``end``."""
+  last = len(raw) - 1
+  active = pos < end
+  while active.any():
+    if mark is not None:
+      mark[pos[active]] = True
+    step = 1 + (raw[np.minimum(pos, last)] & 0x0F).astype(np.int64)
+    pos = np.where(active, pos + step, pos)
+    active = pos < end
+  return pos
+
+
+def token_starts(data: bytes, start: int) -> np.ndarray:
+  """Offsets of the varint chain from ``start`` to the end of ``data``.
+
+  The chain is sequential (each control byte says where the next token
+  starts), so a Python loop would cost ~0.3 µs a token. Instead the file
+  is cut into chunks walked in lockstep with NumPy: pass 1 walks each chunk
+  from all 9 possible entry offsets and records where each exits; the
+  true entries then follow chunk to chunk; pass 2 walks those and marks
+  the starts.
+  """
+  raw = np.frombuffer(data, np.uint8)
+  if start >= len(raw):
+    return np.zeros(0, np.int64)
+  first = np.arange(start, len(raw), _CHUNK_BYTES, dtype=np.int64)
+  last = np.minimum(first + _CHUNK_BYTES, len(raw))
+  lanes = first[:, None] + np.arange(_ENTRIES)[None, :]
+  exits = _walk(raw, lanes, last[:, None]) - last[:, None]
+  entry = np.zeros(len(first), np.int64)
+  for i in range(1, len(first)):
+    entry[i] = min(exits[i - 1, entry[i - 1]], _ENTRIES - 1)
+  mark = np.zeros(len(raw), bool)
+  _walk(raw, first + entry, last, mark)
+  return np.flatnonzero(mark)
 
 
 class Stream(_dlib._Stream):  # pylint: disable=protected-access
@@ -113,36 +141,35 @@ class Tokens:
   def __init__(self, stream: Stream):
     self.stream = stream
     data, start, size = stream.data, stream.pos, len(stream.data)
-    # One regex pass in C replaces each token by its control byte (a
-    # Python loop would cost ~0.3 µs a token, 1 s for the shape predictor).
-    controls = np.frombuffer(_TOKEN.sub(_CONTROL_ONLY, data[start:]),
-                             np.uint8)
-    lengths = (controls & 0x0F).astype(np.int32)
-    bad = np.nonzero((controls & 0x70) | (lengths == 0) | (lengths > 8))[0]
-    count = int(bad[0]) if bad.size else len(controls)
-    offset_type = np.int32 if size < 1 << 31 else np.int64
-    ends = np.cumsum(lengths[:count] + 1, dtype=offset_type) + start
-    # A last token cut short by the end of the file is not a token.
-    complete = int(np.searchsorted(ends, size, side="right"))
-    self.bad_at = None
-    if bad.size and complete == count:
-      self.bad_at = int(ends[-1]) if count else start
-    count = complete
-    self.starts = np.empty(count, offset_type)
-    self.starts[:1] = start
-    self.starts[1:] = ends[:count - 1]
-    self.end = int(ends[count - 1]) if count else start
-    del ends
+    starts = token_starts(data, start)
     raw = np.frombuffer(data, np.uint8)
-    self.lengths = lengths[:count].astype(np.uint8)
+    controls = raw[starts]
+    lengths = controls & 0x0F
+    bad = np.nonzero((controls & 0x70) | (lengths == 0) | (lengths > 8))[0]
+    count = int(bad[0]) if bad.size else len(starts)
+    self.bad_at = int(starts[count]) if bad.size else None
+    # A last token cut short by the end of the file is not a token.
+    if count and int(starts[count - 1]) + 1 + int(lengths[count - 1]) > size:
+      count -= 1
+      self.bad_at = None
+    offset_type = np.int32 if size < 1 << 31 else np.int64
+    self.starts = starts[:count].astype(offset_type)
+    del starts
+    self.end = (int(self.starts[-1]) + 1 + int(lengths[count - 1])
+                if count else start)
+    raw = np.frombuffer(data, np.uint8)
+    self.lengths = lengths[:count]
     self.negative = controls[:count] >= 0x80
     del controls, lengths
     # Little-endian magnitude bytes; >= 2**63 wraps, as in dlib's long.
     self.values = np.zeros(count, np.int64)
-    for k in range(int(self.lengths.max()) if count else 0):
-      has = np.nonzero(self.lengths > k)[0]
-      self.values[has] |= (raw[self.starts[has] + (1 + k)].astype(np.int64)
-                           << (8 * k))
+    for lo in range(0, count, _DECODE_TOKENS):  # Bounded temporaries.
+      hi = min(lo + _DECODE_TOKENS, count)
+      part, at, size_of = self.values[lo:hi], self.starts[lo:hi], self.lengths[
+          lo:hi]
+      for k in range(int(size_of.max())):
+        has = np.nonzero(size_of > k)[0]
+        part[has] |= raw[at[has] + (1 + k)].astype(np.int64) << (8 * k)
     np.negative(self.values, out=self.values, where=self.negative)
 
   def fail_at(self, index: int, message: str):
