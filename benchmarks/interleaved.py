@@ -15,14 +15,25 @@ from facejax.executor import bench
 MB = 1e6
 
 
-def round_robin(contenders, rounds, warmup=2):
-  """{name: {median_ms, p90_ms, min_ms}} for {name: fn}."""
+def round_robin(contenders, rounds, warmup=2, shuffle=False):
+  """{name: {median_ms, p90_ms, min_ms}} for {name: fn}.
+
+  ``shuffle`` runs each round in a new (seeded) order: whoever follows a
+  long contender finds its weights evicted from the caches (the ResNet's
+  22 MB after dlib's 100 ms), and a fixed order hands that cost to the
+  same contender every round.
+  """
   for fn in contenders.values():
     for _ in range(warmup):
       fn()
   times = {name: [] for name in contenders}
+  order = np.random.default_rng(0)
   for _ in range(rounds):
-    for name, fn in contenders.items():
+    names = list(contenders)
+    if shuffle:
+      names = [names[i] for i in order.permutation(len(names))]
+    for name in names:
+      fn = contenders[name]
       start = time.perf_counter()
       fn()
       times[name].append((time.perf_counter() - start) * 1e3)

@@ -10,7 +10,10 @@ random ones), the same 150×150 chips for everyone, timed round-robin
 (benchmarks/interleaved.py) so all contenders see the same machine load:
 
 * executor fp32 (dense) and fp16 (dense fp16 storage, upcast at load):
-  version-2 blobs from facejax.export.graph_export, batch 1 and 8;
+  version-2 blobs from facejax.export.graph_export, batch 1 and 8, on
+  the default compiled direct convs; ``executor_fp32_im2col`` is the same
+  blob on the im2col + OpenBLAS fallback (the only path that
+  OPENBLAS_CORETYPE affects);
 * dlib's ``compute_face_descriptor`` on the chips (no alignment: they are
   already 150×150; dlib runs its own single-threaded CPU code);
 * ONNX Runtime (CPU provider, ``--threads`` intra-op threads) on the
@@ -182,6 +185,11 @@ def main(argv=None):
     executors[precision] = graph_network.GraphExecutor(
         blob_lib.open_blob(path, verify_checksums=True),
         threads=args.threads)
+  # The default convs are the compiled direct kernel (no BLAS, so no
+  # OPENBLAS_CORETYPE effect); im2col + OpenBLAS is the fallback.
+  executors["fp32_im2col"] = graph_network.GraphExecutor(
+      blob_lib.open_blob(os.path.join(args.out_dir, "resnet_fp32.fjx")),
+      threads=args.threads, conv="im2col")
   rng = np.random.default_rng(0)
   chips = rng.integers(0, 256, (max(args.batches), 150, 150, 3), np.uint8)
   # Smooth the noise a little: closer to a photograph's statistics.
@@ -215,8 +223,8 @@ def main(argv=None):
     reference = executors["fp32"].forward(x)
     differences = {name: float(np.abs(fn() - reference).max())
                    for name, fn in contenders.items()}
-    timing = interleaved.round_robin(contenders, args.rounds)
-    base = timing["executor_fp32"]
+    timing = interleaved.round_robin(contenders, args.rounds, shuffle=True)
+    base, ort_time = timing["executor_fp32"], timing["ort"]
     rows = {}
     for name, t in timing.items():
       rows[name] = {
@@ -224,15 +232,19 @@ def main(argv=None):
           "min_ms_per_face": t["min_ms"] / batch,
           "vs_executor_fp32_median": t["median_ms"] / base["median_ms"],
           "vs_executor_fp32_min": t["min_ms"] / base["min_ms"],
+          "vs_ort_median": t["median_ms"] / ort_time["median_ms"],
+          "vs_ort_min": t["min_ms"] / ort_time["min_ms"],
           "max_abs_diff_to_executor_fp32": differences[name]}
     results["batches"][str(batch)] = rows
     print(f"\nbatch {batch}: ms per face (median / min over {args.rounds} "
-          "rounds), ratio to executor fp32, max |Δ descriptor|")
+          "rounds), ratio to executor fp32, ratio to ORT, max |Δ "
+          "descriptor|")
     for name, r in rows.items():
-      print(f"  {name:15} {r['median_ms_per_face']:8.2f} "
+      print(f"  {name:20} {r['median_ms_per_face']:8.2f} "
             f"{r['min_ms_per_face']:8.2f}   "
             f"{r['vs_executor_fp32_median']:6.2f}× "
             f"{r['vs_executor_fp32_min']:6.2f}×   "
+            f"{r['vs_ort_median']:6.2f}× {r['vs_ort_min']:6.2f}×   "
             f"{r['max_abs_diff_to_executor_fp32']:.2e}")
   results["versions"] = {name: getattr(r, "version", "")
                          for name, r in peers.items()}
