@@ -1,0 +1,300 @@
+"""Training throughput: facejax's jitted train_step against PyTorch.
+
+  .venv/bin/python benchmarks/train_throughput.py [--rounds 8]
+      [--batch 32] [--threads 2] [--models vgg resnet fc]
+      [--out-dir /tmp/facejax_train]
+
+Same model, loss and optimizer on both sides, one process, timed
+round-robin (benchmarks/interleaved.py), samples/s = batch / step time:
+
+* ``vgg``: the embedded VGG-16 of configs/finetune.py's ``model`` block
+  (64×64, width 0.125, fc 1024, 50 classes, dropout 0.5), every layer
+  trained;
+* ``resnet``: dlib's ResNet at 150×150 with a 50-class head, every layer
+  trained (``:all_trained,resnet``'s rules, here all multipliers 1);
+* ``fc``: the VGG's fc6-fc8 trained on cached pool5 features (``start=
+  "pool5"``, the trainer's frozen-trunk path) against the same step
+  recomputing the frozen trunk from the images.
+
+facejax: ``trainer.train_step`` under ``jax.jit`` with the state donated,
+``optim.caffe_sgd`` (coupled L2 5e-4, decay_mult 0 on biases, momentum
+0.9, lr before the trace). PyTorch: ``torch.optim.SGD(momentum=0.9)`` with
+weight_decay 5e-4 on the weights' group and 0 on the biases' (torch's
+decay is coupled too; at a constant rate its update equals Caffe's),
+``F.cross_entropy``, NCHW and channels-last. Both get ``--threads``
+threads (torch.set_num_threads; XLA's CPU client uses the cores it sees,
+here 2). Writes ``OUT_DIR/results.json``.
+"""
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import numpy as np
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import interleaved
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+CLASSES = 50
+DECAY = ((".*/bias", 0.0), (".*/scale", 0.0), (".*", 1.0))
+
+
+def jax_step(model, params, images, labels, *, start=None, frozen=None):
+  """A callable running one facejax train step (blocks until done)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from facejax.train import optim  # pylint: disable=g-import-not-at-top
+  from facejax.train import trainer  # pylint: disable=g-import-not-at-top
+  # Its own copy: the step donates the state.
+  params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  mults = ((frozen, 0.0), (".*", 1.0)) if frozen else ((".*", 1.0),)
+  tx = optim.caffe_sgd(params, schedule=optax.constant_schedule(1e-3),
+                       momentum=0.9, weight_decay=5e-4, lr_mults=mults,
+                       decay_mults=DECAY)
+  state = {"params": params, "opt_state": tx.init(params),
+           "step": jnp.int32(0)}
+  mean = jnp.zeros(images.shape[1:], jnp.float32)
+  step = jax.jit(functools.partial(trainer.train_step, model=model, tx=tx,
+                                   seed=0, start=start), donate_argnums=0)
+  batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+  holder = [state]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch, mean)
+    jax.block_until_ready(metrics["loss"])
+  return run
+
+
+def torch_step(module, images_nhwc, labels, channels_last, threads):
+  """A callable running one PyTorch SGD step on ``module``."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  decay, no_decay = [], []
+  for name, p in module.named_parameters():
+    (no_decay if name.endswith(("bias", "scale")) else decay).append(p)
+  opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
+                         {"params": no_decay, "weight_decay": 0.0}],
+                        lr=1e-3, momentum=0.9)
+  x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1,
+                                                                  2)))
+  if channels_last:
+    module = module.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  y = torch.from_numpy(labels.astype(np.int64))
+  module.train()
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(module(x), y)
+    loss.backward()
+    opt.step()
+  return run
+
+
+def torch_vgg(channels, fc_width, pool_cells, start_at_pool5=False):
+  """VGG-16 (embedded): 13 conv 3×3 + ReLU, 5 max-pools, fc6-fc8."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  layers, c = [], 3
+  if not start_at_pool5:
+    for stage, n, _ in ((1, 2, 0), (2, 2, 0), (3, 3, 0), (4, 3, 0),
+                        (5, 3, 0)):
+      for i in range(n):
+        out = channels[f"conv{stage}_{i + 1}"]
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU()]
+        c = out
+      layers.append(nn.MaxPool2d(2))
+  c = channels["conv5_3"]
+  layers += [nn.Flatten(), nn.Linear(c * pool_cells, fc_width), nn.ReLU(),
+             nn.Dropout(0.5), nn.Linear(fc_width, fc_width), nn.ReLU(),
+             nn.Dropout(0.5), nn.Linear(fc_width, CLASSES)]
+  torch.manual_seed(0)
+  return nn.Sequential(*layers)
+
+
+def torch_resnet(width=1.0):
+  """dlib's ResNet with trainable affines, zero-extending adds, 50 classes."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
+  from facejax.models import dlib_resnet  # pylint: disable=g-import-not-at-top
+
+  class Affine(nn.Module):
+
+    def __init__(self, n):
+      super().__init__()
+      self.scale = nn.Parameter(torch.ones(1, n, 1, 1))
+      self.bias = nn.Parameter(torch.zeros(1, n, 1, 1))
+
+    def forward(self, x):
+      return x * self.scale + self.bias
+
+  def add_prev(a, b):
+    shape = [max(p, q) for p, q in zip(a.shape, b.shape)]
+
+    def extend(t):
+      return F.pad(t, (0, shape[3] - t.shape[3], 0, shape[2] - t.shape[2],
+                       0, shape[1] - t.shape[1]))
+    return extend(a) + extend(b)
+
+  class Block(nn.Module):
+
+    def __init__(self, c_in, c, down):
+      super().__init__()
+      self.down = down
+      self.conv1 = nn.Conv2d(c_in, c, 3, stride=2 if down else 1,
+                             padding=0 if down else 1)
+      self.affine1 = Affine(c)
+      self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+      self.affine2 = Affine(c)
+
+    def forward(self, x):
+      y = F.relu(self.affine1(self.conv1(x)))
+      y = self.affine2(self.conv2(y))
+      return F.relu(add_prev(y, F.avg_pool2d(x, 2) if self.down else x))
+
+  class ResNet(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      stem = dlib_resnet.channels(32, width)
+      self.stem = nn.Conv2d(3, stem, 7, stride=2)
+      self.stem_affine = Affine(stem)
+      blocks, c = [], stem
+      for _, n, count, down in dlib_resnet.STAGES:
+        out = dlib_resnet.channels(count, width)
+        for b in range(n):
+          blocks.append(Block(c, out, down and b == 0))
+          c = out
+      self.blocks = nn.Sequential(*blocks)
+      self.embedding = nn.Linear(c, 128, bias=False)
+      self.head = nn.Linear(128, CLASSES)
+
+    def forward(self, x):
+      x = F.relu(self.stem_affine(self.stem(x / 256)))
+      x = F.max_pool2d(x, 3, 2)
+      x = self.blocks(x)
+      return self.head(self.embedding(x.mean(dim=(2, 3))))
+
+  torch.manual_seed(0)
+  return ResNet()
+
+
+def _count(tree_or_module):
+  if hasattr(tree_or_module, "parameters"):
+    return sum(p.numel() for p in tree_or_module.parameters())
+  import jax  # pylint: disable=g-import-not-at-top
+  return sum(x.size for x in jax.tree.leaves(tree_or_module))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rounds", type=int, default=8)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--models", nargs="+", default=["vgg", "resnet", "fc"],
+                      choices=["vgg", "resnet", "fc"])
+  parser.add_argument("--out-dir", default="/tmp/facejax_train")
+  args = parser.parse_args(argv)
+  os.makedirs(args.out_dir, exist_ok=True)
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from facejax import config_lib
+  from facejax.models import family as family_lib
+  from facejax.models import vgg16
+  # pylint: enable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, CLASSES, args.batch).astype(np.int32)
+  results = {"batch": args.batch, "threads": args.threads,
+             "load_average_start": os.getloadavg(), "jax": jax.__version__,
+             "devices": str(jax.devices()), "models": {}}
+  vgg_config = config_lib.model_config("embedded")
+  for name in args.models:
+    start = time.perf_counter()
+    if name in ("vgg", "fc"):
+      size = vgg_config.input_size
+      model = family_lib.get("vgg16").build(vgg_config, CLASSES)
+      images = rng.integers(0, 256, (args.batch, size, size, 3)).astype(
+          np.float32) - 128
+      params = model.init(jax.random.key(0), jnp.asarray(images[:1]))[
+          "params"]
+      channels = vgg16.conv_channels(vgg_config.width)
+      cells = (size // 32) ** 2
+    else:
+      from facejax.models import dlib_resnet  # pylint: disable=g-import-not-at-top
+      model = dlib_resnet.DlibResNet(num_classes=CLASSES)
+      images = rng.integers(0, 256, (args.batch, 150, 150, 3)).astype(
+          np.float32) - 128
+      params = model.init(jax.random.key(0), jnp.asarray(images[:1]))[
+          "params"]
+    if name == "fc":
+      pool5 = model.apply({"params": params}, jnp.asarray(images),
+                          return_features=True)[1]["pool5"]
+      pool5 = np.asarray(pool5)
+      contenders = {
+          "facejax_cached_pool5": jax_step(model, params, pool5, labels,
+                                           start="pool5",
+                                           frozen="conv.*"),
+          "facejax_recompute_trunk": jax_step(model, params, images, labels,
+                                              frozen="conv.*"),
+          "torch_cached_pool5": torch_step(
+              torch_vgg(channels, vgg_config.fc_width, cells, True),
+              pool5, labels, False, args.threads),
+      }
+      peer_counts = {}
+    else:
+      module = (torch_vgg(channels, vgg_config.fc_width, cells)
+                if name == "vgg" else torch_resnet())
+      peer_counts = {"facejax": _count(params), "torch": _count(module)}
+      contenders = {"facejax": jax_step(model, params, images, labels)}
+      for layout in (False, True):
+        module = (torch_vgg(channels, vgg_config.fc_width, cells)
+                  if name == "vgg" else torch_resnet())
+        contenders["torch_channels_last" if layout else "torch_nchw"] = (
+            torch_step(module, images, labels, layout, args.threads))
+    timing = interleaved.round_robin(contenders, args.rounds, warmup=2)
+    rows = {k: {**v, "samples_per_s_median": args.batch / v["median_ms"] *
+                1e3, "samples_per_s_max": args.batch / v["min_ms"] * 1e3}
+            for k, v in timing.items()}
+    if name == "fc":
+      base = rows["facejax_recompute_trunk"]
+      ratio_to = "facejax_recompute_trunk"
+    else:
+      torch_best = max((k for k in rows if k.startswith("torch")),
+                       key=lambda k: rows[k]["samples_per_s_median"])
+      base, ratio_to = rows[torch_best], torch_best
+    for row in rows.values():
+      row[f"speed_vs_{ratio_to}_median"] = (
+          row["samples_per_s_median"] / base["samples_per_s_median"])
+      row[f"speed_vs_{ratio_to}_max"] = (
+          row["samples_per_s_max"] / base["samples_per_s_max"])
+    results["models"][name] = {"rows": rows, "parameters": peer_counts,
+                               "ratio_to": ratio_to,
+                               "seconds": time.perf_counter() - start}
+    print(f"\n{name}: samples/s (median / best of {args.rounds} rounds), "
+          f"speed relative to {ratio_to}; parameters {peer_counts}")
+    for k, r in rows.items():
+      print(f"  {k:26} {r['samples_per_s_median']:9.1f} "
+            f"{r['samples_per_s_max']:9.1f}   "
+            f"{r[f'speed_vs_{ratio_to}_median']:6.2f}× "
+            f"{r[f'speed_vs_{ratio_to}_max']:6.2f}×")
+  results["load_average_end"] = os.getloadavg()
+  print(f"\nload average {results['load_average_start']} -> "
+        f"{results['load_average_end']}")
+  with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
