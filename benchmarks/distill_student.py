@@ -1,0 +1,299 @@
+r"""dlib's ResNet distilled into SqueezeNet 1.1: cost and held-out accuracy.
+
+  .venv/bin/python benchmarks/distill_student.py \
+      [--sources /work/shared/data/faces/celeb24_aligned:2,\
+/work/shared/data/faces/yalefaces:1,generated:1] \
+      [--held_out third_party/orl_faces] [--steps 800] [--batch 32]
+
+In one run, on 2 CPU cores:
+
+1. distils the student (configs/distill.py, embedding L2) on the sources,
+   never on the held-out people, and evaluates 1-NN identification on the
+   held-out folder's 80/16/4 split (gallery: its training images; queries:
+   its test images), the teacher's embeddings on the same split too;
+2. trains the same student directly on the sources' labels
+   (configs/distill.py:labels) for the same wall time: the distillation's
+   teacher pass plus its steps, converted to steps at its step rate;
+3. optionally prunes the distilled student while distilling on
+   (configs/distill.py:pruned, ``--prune_steps``);
+4. exports the teacher and the students as fp16 format-2 blobs and times
+   the NumPy executor per face (batch 1, one thread, round-robin), counts
+   multiply-adds and parameters from the graphs, and scores the exported
+   student through the executor as well.
+
+Runs go to ``--workdir_root`` and are reused when finished. Prints a
+Markdown table and writes it as JSON.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from facejax import run
+from facejax.data import nearest_neighbour
+from facejax.distill import evaluate
+from facejax.executor import blob as blob_lib
+from facejax.executor import graph_manifest
+from facejax.executor import graph_network
+from facejax.export import graph_export
+from facejax.models import dlib_resnet
+from facejax.models import squeezenet
+from facejax.porting import dlib as dlib_format
+from facejax.train import checkpoint
+
+SHARED = "/work/shared/data/faces"
+DEFAULT_SOURCES = (f"{SHARED}/celeb24_aligned:2,{SHARED}/yalefaces:1,"
+                   "generated:1")
+
+
+def _config(arg):
+  spec = importlib.util.spec_from_file_location(
+      "distill_config", os.path.join(REPO, "configs", "distill.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _sources(text):
+  pairs = []
+  for item in text.split(","):
+    path, _, weight = item.rpartition(":")
+    pairs.append((path, float(weight)))
+  return tuple(pairs)
+
+
+def _run(arg, args, workdir, **overrides):
+  config = _config(arg)
+  config.data.sources = _sources(args.sources)
+  config.data.generated.images_per_identity = args.generated_per_identity
+  config.eval.root = args.held_out
+  config.train.batch_size = args.batch
+  config.eval.every_steps = 10 ** 9  # Held-out people: scored at the end.
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  # A finished run's figures (its first, timed run), not a resumed rerun's.
+  saved = os.path.join(workdir, "benchmark_results.json")
+  if os.path.exists(saved):
+    with open(saved, encoding="utf-8") as f:
+      return config, json.load(f)
+  started = time.time()
+  results = run.run(config, workdir)
+  results["wall_seconds"] = time.time() - started
+  with open(saved, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2, default=str)
+  return config, results
+
+
+def _graph_cost(manifest):
+  """(multiply-adds, parameters) of a graph's conv, fc and affine ops."""
+  shapes = graph_manifest.shapes(manifest)
+  macs = params = 0
+  for op in manifest["ops"]:
+    if op["op"] == "conv":
+      h, w, _ = shapes[op["output"]]
+      per_pixel = op["kernel"][0] * op["kernel"][1] * op["in"] * op["out"]
+      macs += per_pixel * h * w
+      params += per_pixel + op["out"]
+    elif op["op"] == "fc":
+      macs += op["in"] * op["out"]
+      params += op["in"] * op["out"] + (op["out"] if op["bias"] else 0)
+    elif op["op"] == "affine":
+      params += 2 * op["channels"]
+  return macs, params
+
+
+def _blob(path, graph):
+  graph_export.export_graph(path, graph)  # fp16, dense or CSR: the smaller.
+  blob = blob_lib.open_blob(path)
+  macs, params = _graph_cost(blob.manifest)
+  nonzero = sum(int(np.count_nonzero(v)) for op in graph.ops
+                for k, v in op.weights.items() if k != "mask")
+  return {"path": path, "bytes": os.path.getsize(path), "macs": macs,
+          "params": params, "nonzero": nonzero}
+
+
+def _student_graph(workdir, size):
+  bundle = checkpoint.restore_for_export(workdir)
+  params = {k: v for k, v in bundle.params.items() if k != "head"}
+  masks = None if bundle.masks is None else {
+      k: v for k, v in bundle.masks.items() if k != "head"}
+  return squeezenet.lower(params, masks, mean_rgb=bundle.mean_image[0, 0],
+                          input_size=size)
+
+
+def _time(blobs, rounds):
+  """Median and min ms per face at batch 1, one thread, round-robin."""
+  executors = {k: graph_network.make_executor(blob_lib.open_blob(v["path"]),
+                                              threads=1)
+               for k, v in blobs.items()}
+  rng = np.random.default_rng(0)
+  faces = {k: rng.integers(0, 256, (1, e.height, e.width, 3)).astype(
+      np.float32) for k, e in executors.items()}
+  times = {k: [] for k in executors}
+  for _ in range(rounds):
+    for k, e in executors.items():
+      start = time.perf_counter()
+      e.embed(faces[k])
+      times[k].append(1000 * (time.perf_counter() - start))
+  for e in executors.values():
+    e.close()
+  return {k: (float(np.median(t[1:])), float(np.min(t))) for k, t in
+          times.items()}
+
+
+def _executor_top1(path, config, workdir):
+  ex = graph_network.make_executor(blob_lib.open_blob(path), threads=2)
+  data = evaluate.load(config.eval, config.data.cache_dir, ex.height,
+                       workdir)
+
+  def embed(images):
+    return np.concatenate([ex.embed(np.asarray(images[i:i + 32]))
+                           for i in range(0, len(images), 32)])
+  top1 = evaluate.one_nn_top1(embed, data, config.eval.metric)
+  ex.close()
+  return top1, data
+
+
+def _verification(path, root, per_set):
+  """LFW-style 10-fold verification accuracy on pairs of ``root``
+  (facejax.recognition.verification: 10 disjoint sets of people)."""
+  # pylint: disable=g-import-not-at-top
+  from facejax.data import preprocess
+  from facejax.recognition import labelled
+  from facejax.recognition import verification
+  # pylint: enable=g-import-not-at-top
+  pairs = verification.parse_pairs("pairs", verification.pairs_text(
+      labelled.index(root), sets=10, per_set=per_set, seed=0))
+  files, a, b = verification.resolve(pairs, root)
+  ex = graph_network.make_executor(blob_lib.open_blob(path), threads=2)
+  images = np.stack([preprocess.load_image(f, ex.height) for f in files])
+  embeddings = np.concatenate([ex.embed(images[i:i + 32])
+                               for i in range(0, len(images), 32)])
+  ex.close()
+  distances = verification.pair_distances(embeddings, a, b)
+  return verification.ten_fold(distances, pairs.same, pairs.fold)["mean"]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sources", default=DEFAULT_SOURCES,
+                      help="comma-separated folder:weight ('generated' for "
+                      "the generated faces)")
+  parser.add_argument("--generated_per_identity", type=int, default=5)
+  parser.add_argument("--held_out", default="third_party/orl_faces")
+  parser.add_argument("--steps", type=int, default=800)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--prune_steps", type=int, default=100)
+  parser.add_argument("--rounds", type=int, default=40)
+  parser.add_argument("--pairs_per_set", type=int, default=100,
+                      help="matched (and mismatched) pairs per set")
+  parser.add_argument("--workdir_root", default="workdirs/distill_student")
+  parser.add_argument("--out", default="workdirs/distill_student/results.json")
+  args = parser.parse_args()
+  root = args.workdir_root
+  os.makedirs(root, exist_ok=True)
+
+  # 1. Distillation.
+  distill_dir = os.path.join(root, "distilled")
+  config, distilled = _run(None, args, distill_dir,
+                           **{"train.num_steps": args.steps})
+  d = distilled["distill"]
+  # 2. Directly on labels, for the same wall time.
+  steps_per_s = args.steps / max(d["train_seconds"], 1e-9)
+  budget_s = d["teacher_seconds"] + d["train_seconds"]
+  direct_steps = max(int(round(budget_s * steps_per_s)), 1)
+  _, direct = _run("labels", args, os.path.join(root, "labels"),
+                   **{"train.num_steps": direct_steps})
+  # 3. Pruned while distilling on.
+  pruned = None
+  if args.prune_steps:
+    _, pruned = _run("pruned", args, os.path.join(root, "pruned"),
+                     **{"train.num_steps": args.prune_steps,
+                        "init.weights": distill_dir})
+
+  # 4. Blobs, cost, executor time and accuracy.
+  weights = dlib_format.read_resnet()
+  blobs = {"teacher": _blob(os.path.join(root, "teacher.fjx"),
+                            dlib_resnet.lower(weights.params,
+                                              mean_rgb=weights.mean_rgb))}
+  size = config.model.input_size
+  students = {"distilled": distill_dir, "labels": os.path.join(root,
+                                                               "labels")}
+  if pruned is not None:
+    students["pruned"] = os.path.join(root, "pruned")
+  for name, workdir in students.items():
+    blobs[name] = _blob(os.path.join(root, f"{name}.fjx"),
+                        _student_graph(workdir, size))
+  timing = _time(blobs, args.rounds)
+  rows = []
+  held_out = None
+  for name, info in blobs.items():
+    top1, data = _executor_top1(info["path"], config, distill_dir)
+    if name == "teacher":
+      flax_top1 = d.get("teacher_eval_top1")
+    else:
+      flax_top1 = {"distilled": distilled, "labels": direct,
+                   "pruned": pruned}[name]["distill"]["eval_top1"]
+    if name == "distilled":
+      held_out = data
+    run_info = {"distilled": distilled, "labels": direct,
+                "pruned": pruned}.get(name)
+    rows.append({
+        "model": name, "macs": info["macs"], "params": info["params"],
+        "nonzero": info["nonzero"],
+        "blob_bytes": info["bytes"], "ms_median": timing[name][0],
+        "ms_min": timing[name][1], "top1_flax": flax_top1,
+        "top1_executor_fp16": top1,
+        "verification": _verification(info["path"], args.held_out,
+                                      args.pairs_per_set),
+        "steps": None if run_info is None else run_info["step"],
+        "teacher_s": None if run_info is None else
+        run_info["distill"]["teacher_seconds"],
+        "train_s": None if run_info is None else
+        run_info["distill"]["train_seconds"]})
+  raw = nearest_neighbour.raw_pixel_nn_accuracy(
+      np.asarray(held_out.train.images), held_out.train.labels,
+      np.asarray(held_out.test.images), held_out.test.labels)
+  summary = {"rows": rows, "raw_pixel_1nn_top1": raw,
+             "held_out": args.held_out, "sources": args.sources,
+             "queries": len(held_out.test.labels),
+             "gallery": len(held_out.train.labels)}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  teacher = rows[0]
+  print(f"held-out {args.held_out}: {summary['gallery']} gallery, "
+        f"{summary['queries']} queries; raw-pixel 1-NN {100 * raw:.1f} %")
+  print("| model | MACs | × teacher | params (non-zero) | blob "
+        "| ms/face median (min) | speed-up | 1-NN top-1 Flax | executor fp16 | verification | steps "
+        "| teacher s | steps s |")
+  print("|" + " --- |" * 13)
+  for r in rows:
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+    num = lambda v: "–" if v is None else f"{v:.0f}"
+    print(f"| {r['model']} | {r['macs'] / 1e6:.1f} M | "
+          f"{r['macs'] / teacher['macs']:.3f} | {r['params']:,} "
+          f"({r['nonzero']:,}) | "
+          f"{r['blob_bytes'] / 1e6:.2f} MB | {r['ms_median']:.2f} "
+          f"({r['ms_min']:.2f}) | {teacher['ms_median'] / r['ms_median']:.2f}"
+          f" | {pct(r['top1_flax'])} | {pct(r['top1_executor_fp16'])} | "
+          f"{pct(r['verification'])} | "
+          f"{num(r['steps'])} | {num(r['teacher_s'])} | "
+          f"{num(r['train_s'])} |")
+
+
+if __name__ == "__main__":
+  main()

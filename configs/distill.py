@@ -1,0 +1,140 @@
+r"""Distil a face network into SqueezeNet 1.1 (``config.job = "distill"``).
+
+A frozen teacher's outputs on unlabelled faces train the student
+(facejax/distill/, facejax/models/squeezenet.py), as Irida Labs distilled
+VGG Face into SqueezeNet 1.1. Variants pick the teacher, the loss, the
+size and pruning:
+
+  python -m facejax.main --config=configs/distill.py        # dlib ResNet, L2
+  python -m facejax.main --config=configs/distill.py:cosine
+  python -m facejax.main --config=configs/distill.py:checkpoint,kd \
+      --config.teacher.path=workdirs/finetune   # a classifier: Hinton's KD
+  python -m facejax.main --config=configs/distill.py:blob \
+      --config.teacher.path=resnet.fjx
+  python -m facejax.main --config=configs/distill.py:labels  # no teacher
+  python -m facejax.main --config=configs/distill.py:pruned  # prune, distil
+  python -m facejax.main --config=configs/distill.py:smoke   # seconds
+
+Sources mix by weight, e.g. real faces and generated ones, evaluated on
+people never distilled on:
+
+  python -m facejax.main --config=configs/distill.py \
+      --config.data.sources="(('/data/celeb24_aligned', 2.0), \
+          ('/data/yalefaces', 1.0), ('generated', 1.0))" \
+      --config.eval.root=third_party/orl_faces
+
+The measured run is ``benchmarks/distill_student.py`` (celeb24 + Yale +
+generated faces, held-out ORL). The default (generated faces only) is not
+measured.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from facejax import config_lib
+
+GROUPS = {
+    "teacher": ("resnet", ("resnet", "checkpoint", "blob", "labels")),
+    "loss": ("l2", ("l2", "cosine", "kd")),
+    "size": ("default", ("default", "smoke")),
+    "prune": ("dense", ("dense", "pruned")),
+}
+TEACHER_KINDS = {"resnet": "dlib", "checkpoint": "checkpoint",
+                 "blob": "blob", "labels": "none"}
+# (embedding_l2, embedding_cosine, kd) per loss variant.
+LOSSES = {"l2": (1.0, 0.0, 0.0), "cosine": (0.0, 1.0, 0.0),
+          "kd": (0.0, 0.0, 1.0)}
+# Pruning a distilled student: most weights are in the 3×3 expands of the
+# later fire modules (fire6–9: 460,800 of the 788,160 parameters), pruned
+# layer-wise (eq. 2.16) to a quarter, where CSR (fp16 values, uint16
+# indices) takes half the bytes of dense fp16; the rest stays dense.
+PRUNE_RULES = ((r"fire[6-9]/expand3x3/kernel", "layer_wise", 0.25),
+               (".*", "none", 1.0))
+
+
+def get_config(arg=None):
+  variants = config_lib.parse_variants(arg, GROUPS)
+  teacher, loss = variants["teacher"], variants["loss"]
+  if loss == "kd" and teacher in ("resnet", "labels"):
+    raise config_lib.ConfigError(
+        "config variant 'kd' needs a classifier teacher: add ',checkpoint' "
+        "or ',blob' and set --config.teacher.path")
+  config = ml_collections.ConfigDict()
+  config.job = "distill"
+  config.seed = 0
+  config.model = ml_collections.ConfigDict(dict(
+      name="squeezenet", input_size=112, width=1.0, embedding_size=128))
+  config.teacher = ml_collections.ConfigDict(dict(
+      kind=TEACHER_KINDS[teacher],
+      # Unset with kind "dlib": face-recognition-models' .dat.
+      path=config_dict.placeholder(str),
+      # "auto": a classifier's logits, else the embedding.
+      output="auto",
+      batch_size=32,
+  ))
+  l2, cosine, kd = LOSSES[loss] if teacher != "labels" else (0.0, 0.0, 0.0)
+  config.loss = ml_collections.ConfigDict(dict(
+      embedding_l2=l2, embedding_cosine=cosine, kd=kd, temperature=4.0,
+      # Cross-entropy with the sources' identities (the labels variant's
+      # only term).
+      hard_label=1.0 if teacher == "labels" else 0.0,
+  ))
+  config.data = ml_collections.ConfigDict(dict(
+      # (folder or "generated", weight): identity folders, flat folders.
+      sources=(("generated", 1.0),),
+      generated=dict(identity_set="base", num_identities=200,
+                     images_per_identity=10, seed=0),
+      cache_dir=config_dict.placeholder(str),
+      augment=True,  # §2.8.1's five views.
+      random_crops=2,  # Random crop + flip views per image.
+      crop_scale=(0.8, 1.0),
+      augment_seed=0,
+  ))
+  config.eval = ml_collections.ConfigDict(dict(
+      # Held-out identity folder; unset: generated faces of other people.
+      root=config_dict.placeholder(str),
+      generated=dict(identity_set="target", num_identities=50,
+                     images_per_identity=20, seed=0),
+      split=(0.8, 0.16, 0.04),  # Gallery / queries / unused, §2.4.
+      split_seed=0,
+      metric="l2",
+      every_steps=500,
+      batch_size=64,
+  ))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      kind="adam",  # or "caffe_sgd" (optim.caffe_sgd)
+      base_lr=0.001,
+      momentum=0.9,  # Adam's β1, or SGD's momentum.
+      weight_decay=5e-4,
+      lr_drops=(0.6, 0.85),
+      lr_drop_factor=0.1,
+      lr_mults=((".*", 1.0),),
+      decay_mults=((".*/bias", 0.0), (".*", 1.0)),
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=64, num_steps=2000, log_every_steps=50,
+      checkpoint_every_steps=500))
+  # A student to start from (e.g. one to prune); unset: He initialisation.
+  config.init = ml_collections.ConfigDict(dict(
+      weights=config_dict.placeholder(str), reinit=("head",)))
+  config.pruning = config_lib.pruning_config()
+  if variants["prune"] == "pruned":
+    config.init.weights = "workdirs/distill"
+    config.pruning.rules = PRUNE_RULES
+    config.optimizer.base_lr = 1e-4
+    config.train.num_steps = 500
+  if variants["size"] == "smoke":
+    _shrink_for_smoke_test(config)
+  return config
+
+
+def _shrink_for_smoke_test(config):
+  """A narrow student, a few faces and steps: seconds."""
+  config.model.update(dict(input_size=48, width=0.25))
+  config.data.generated.update(dict(num_identities=4, images_per_identity=4))
+  config.data.augment = False
+  config.data.random_crops = 1
+  config.eval.generated.update(dict(num_identities=4, images_per_identity=8))
+  config.eval.every_steps = 3
+  config.train.update(dict(batch_size=8, num_steps=6, log_every_steps=2,
+                           checkpoint_every_steps=3))

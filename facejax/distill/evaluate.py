@@ -1,0 +1,81 @@
+"""Held-out identification: 1-NN on embeddings of people never distilled on.
+
+``config.eval.root`` (an identity folder; unset: the generated faces of
+``config.eval.generated``, other identities than the distillation set's)
+is split 80/16/4 as the trainer splits (§2.4; the split is kept in
+``<workdir>/eval``). Its training images are the gallery, its test images
+the queries, and top-1 is the fraction of queries whose nearest gallery
+embedding (``config.eval.metric``) is of the same person. The folder must
+share no directory with ``config.data.sources``: a student distilled on
+some people is never scored on them.
+"""
+
+import os
+
+import numpy as np
+
+from facejax import config_lib
+from facejax.data import dataset as dataset_lib
+from facejax.data import nearest_neighbour
+
+METRICS = ("l2", "cosine")
+
+
+def _data_config(eval_config, cache_dir):
+  gen = eval_config.generated
+  config = config_lib.data_config(gen.identity_set)
+  config.root = eval_config.root
+  config.cache_dir = cache_dir
+  config.split = tuple(eval_config.split)
+  config.split_seed = eval_config.split_seed
+  config.generated.update(gen.to_dict())
+  return config
+
+
+def check_held_out(eval_config, data_config) -> None:
+  """Raises unless the evaluation people are absent from the sources."""
+  if eval_config.metric not in METRICS:
+    raise config_lib.ConfigError(
+        f"config.eval.metric must be one of {METRICS}, got "
+        f"{eval_config.metric!r}")
+  names = [s for s, _ in data_config.sources]
+  if eval_config.root is None:
+    gen, used = eval_config.generated, data_config.generated
+    if "generated" in names and gen.identity_set == used.identity_set:
+      raise config_lib.ConfigError(
+          "config.eval.generated.identity_set is "
+          f"{gen.identity_set!r}, the set config.data.sources distils on; "
+          "evaluate on other identities (e.g. 'target')")
+    return
+  held_out = os.path.realpath(os.path.expanduser(eval_config.root))
+  for name in names:
+    if name == "generated":
+      continue
+    source = os.path.realpath(os.path.expanduser(name))
+    common = os.path.commonpath([held_out, source])
+    if common in (held_out, source):
+      raise config_lib.ConfigError(
+          f"config.eval.root {eval_config.root!r} overlaps the "
+          f"distillation source {name!r}: held-out people must not be "
+          "distilled on")
+
+
+def load(eval_config, cache_dir, image_size: int, workdir: str):
+  """The held-out set's splits at ``image_size`` (uint8 images)."""
+  return dataset_lib.load(_data_config(eval_config, cache_dir), image_size,
+                          os.path.join(workdir, "eval"))
+
+
+def one_nn_top1(embed, data, metric: str) -> float:
+  """Top-1 of test queries against the training gallery.
+
+  Args:
+    embed: uint8 (N, S, S, 3) images -> float (N, D) embeddings.
+    data: a ``dataset.Dataset``.
+    metric: "l2" or "cosine".
+  """
+  gallery = np.asarray(embed(np.asarray(data.train.images)), np.float32)
+  queries = np.asarray(embed(np.asarray(data.test.images)), np.float32)
+  return nearest_neighbour.raw_pixel_nn_accuracy(
+      gallery, data.train.labels, queries, data.test.labels, metric=metric)
+

@@ -1,0 +1,272 @@
+"""Distillation: losses against NumPy, data mixing, the teacher cache, and
+the job end to end (distil, resume, export, executor; labels, then KD)."""
+
+import importlib.util
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from facejax import config_lib
+from facejax import run
+from facejax.distill import data as data_lib
+from facejax.distill import evaluate
+from facejax.distill import losses
+from facejax.distill import targets as targets_lib
+from facejax.distill import teacher as teacher_lib
+from facejax.executor import blob as blob_lib
+from facejax.executor import graph_network
+from facejax.export import __main__ as export_main
+from facejax.export import graph_export
+from facejax.models import squeezenet
+from facejax.train import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(arg):
+  spec = importlib.util.spec_from_file_location(
+      "distill_config", os.path.join(REPO, "configs", "distill.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+# --- Losses ------------------------------------------------------------------
+
+
+def test_losses_match_numpy():
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(2, 5, 7))
+  np.testing.assert_allclose(losses.embedding_l2(s, t),
+                             ((s - t) ** 2).sum(1).mean(), rtol=1e-5)
+  cos = (s * t).sum(1) / np.linalg.norm(s, axis=1) / np.linalg.norm(t, axis=1)
+  np.testing.assert_allclose(losses.embedding_cosine(s, t), (1 - cos).mean(),
+                             rtol=1e-5)
+  temperature = 3.0
+
+  def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+  p, q = softmax(t / temperature), softmax(s / temperature)
+  kl = (p * np.log(p / q)).sum(1).mean() * temperature ** 2
+  np.testing.assert_allclose(losses.soft_logits_kl(s, t, temperature), kl,
+                             rtol=1e-5)
+  labels = np.array([0, -1, 3, 6, -1])
+  ce = -np.log(softmax(s)[[0, 2, 3], [0, 3, 6]]).mean()
+  np.testing.assert_allclose(losses.hard_label(s, labels), ce, rtol=1e-5)
+  config = ml_collections.ConfigDict(dict(
+      embedding_l2=0.5, embedding_cosine=0.0, kd=2.0, temperature=3.0,
+      hard_label=0.0))
+  loss, terms = losses.total(config, s, s, t, labels)
+  assert set(terms) == {"embedding_l2", "kd"}
+  np.testing.assert_allclose(loss, 0.5 * terms["embedding_l2"] +
+                             2 * terms["kd"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("weights, kind, labelled, message", [
+    (dict(kd=1.0), "embedding", True, "config.loss.kd needs a classifier"),
+    (dict(embedding_l2=1.0), None, True, "config.loss.embedding_l2 needs"),
+    (dict(embedding_cosine=1.0), "logits", True,
+     "config.loss.embedding_cosine needs"),
+    (dict(hard_label=1.0), None, False, "config.loss.hard_label needs"),
+    (dict(), "embedding", True, "every weight is 0"),
+    (dict(embedding_l2=-1.0), "embedding", True, "must be >= 0"),
+])
+def test_loss_checks_name_the_field(weights, kind, labelled, message):
+  config = ml_collections.ConfigDict(dict(
+      embedding_l2=0.0, embedding_cosine=0.0, kd=0.0, temperature=4.0,
+      hard_label=0.0))
+  config.update(weights)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    losses.check(config, kind, labelled)
+
+
+def test_config_variants():
+  for arg in (None, "cosine", "labels", "smoke", "pruned", "blob,cosine",
+              "checkpoint,kd,smoke"):
+    config = _config(arg)
+    assert config.job == "distill" and config.model.name == "squeezenet"
+    assert config.teacher.path is None and config.eval.root is None
+  assert _config("labels").loss.hard_label == 1.0
+  assert _config("labels").teacher.kind == "none"
+  with pytest.raises(config_lib.ConfigError, match="classifier teacher"):
+    _config("kd")
+  with pytest.raises(config_lib.ConfigError, match="unknown config variant"):
+    _config("resnet,fast")
+
+
+# --- Data and the teacher cache ----------------------------------------------
+
+
+def _write_faces(root, identities, per_identity, seed, flat=False):
+  import cv2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for i in range(identities):
+    folder = root if flat else os.path.join(root, f"id{i}")
+    os.makedirs(folder, exist_ok=True)
+    for j in range(per_identity):
+      image = rng.integers(0, 256, (40, 30, 3), np.uint8)
+      cv2.imwrite(os.path.join(folder, f"{i}_{j}.png"), image)
+
+
+def _data_config(tmp_path, sources, **overrides):
+  config = _config("smoke").data
+  config.cache_dir = str(tmp_path / "cache")
+  config.sources = sources
+  config.update(overrides)
+  return config
+
+
+def test_sources_mix_by_weight_and_views_are_fixed(tmp_path):
+  ids, flat = str(tmp_path / "ids"), str(tmp_path / "flat")
+  _write_faces(ids, 3, 2, 0)
+  _write_faces(flat, 1, 4, 1, flat=True)
+  config = _data_config(tmp_path, ((ids, 3.0), (flat, 1.0)), augment=True,
+                        random_crops=2)
+  built = data_lib.build(config, 40, 24)
+  assert built.views_per_image == 1 + 5 + 2
+  assert built.images.shape == (8 * 10, 24, 24, 3)
+  assert built.class_names == ["id0", "id1", "id2"]
+  np.testing.assert_array_equal(built.labels[:6], [0, 0, 1, 1, 2, 2])
+  assert (built.labels[48:] == -1).all()
+  np.testing.assert_allclose(built.probabilities[:48].sum(), 0.75)
+  np.testing.assert_allclose(built.probabilities.sum(), 1.0)
+  # View 4 of §2.8.1 is the mirror; crops differ from the original.
+  first = np.asarray(built.sources[0].originals[0])
+  mirrored = built.source_views(0, [0], 40)[4]
+  np.testing.assert_array_equal(mirrored, first[:, ::-1])
+  again = data_lib.build(config, 40, 24)
+  np.testing.assert_array_equal(np.asarray(again.images),
+                                np.asarray(built.images))
+  with pytest.raises(config_lib.ConfigError, match="config.data.sources"):
+    data_lib.build(_data_config(tmp_path, ((ids, 0.0),)), 40, 24)
+
+
+class _CountingTeacher:
+  """An 'embedding' teacher: the mean colour of each face, counted."""
+
+  def __init__(self, fail_after=None):
+    self.kind, self.input_size, self.size = "embedding", 40, 3
+    self.fingerprint, self.source, self.class_names = "counting", "test", []
+    self.calls, self.fail_after = 0, fail_after
+
+  def apply(self, images):
+    self.calls += 1
+    if self.fail_after is not None and self.calls > self.fail_after:
+      raise KeyboardInterrupt
+    return np.asarray(images, np.float32).mean((1, 2))
+
+
+def test_teacher_outputs_are_cached_and_resume(tmp_path, monkeypatch):
+  ids = str(tmp_path / "ids")
+  _write_faces(ids, 5, 2, 0)
+  monkeypatch.setattr(targets_lib, "CHUNK_IMAGES", 4)  # 3 chunks.
+  config = _data_config(tmp_path, ((ids, 1.0),), random_crops=1)
+  built = data_lib.build(config, 40, 24)
+  interrupted = _CountingTeacher(fail_after=1)
+  with pytest.raises(KeyboardInterrupt):
+    targets_lib.teacher_outputs(interrupted, built, config.cache_dir)
+  resumed = _CountingTeacher()
+  out = targets_lib.teacher_outputs(resumed, built, config.cache_dir)
+  assert resumed.calls == 2  # The first chunk was kept.
+  expected = np.concatenate([
+      np.asarray(built.source_views(0, [i], 40), np.float32).mean((1, 2))
+      for i in range(10)]).reshape(10, 2, 3).transpose(1, 0, 2).reshape(20, 3)
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+  cached = _CountingTeacher(fail_after=0)
+  np.testing.assert_array_equal(
+      targets_lib.teacher_outputs(cached, built, config.cache_dir), out)
+
+
+def test_held_out_people_are_never_distilled_on(tmp_path):
+  config = _config("smoke")
+  config.data.sources = ((str(tmp_path / "faces"), 1.0),)
+  config.eval.root = str(tmp_path / "faces" / "some_people")
+  with pytest.raises(config_lib.ConfigError, match="config.eval.root"):
+    evaluate.check_held_out(config.eval, config.data)
+  config = _config("smoke")
+  config.eval.generated.identity_set = "base"
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.eval.generated.identity_set"):
+    evaluate.check_held_out(config.eval, config.data)
+
+
+def test_teacher_config_errors(tmp_path):
+  config = _config("blob").teacher
+  with pytest.raises(config_lib.ConfigError, match="config.teacher.path"):
+    teacher_lib.load(config)
+  config.path = str(tmp_path / "missing.fjx")
+  with pytest.raises(config_lib.ConfigError, match="does not exist"):
+    teacher_lib.load(config)
+  config.kind = "vgg"
+  with pytest.raises(config_lib.ConfigError, match="config.teacher.kind"):
+    teacher_lib.load(config)
+
+
+# --- The job end to end ------------------------------------------------------
+
+
+def _smoke(tmp_path, arg, name, **teacher):
+  config = _config(arg)
+  config.data.cache_dir = str(tmp_path / "cache")
+  config.teacher.update(teacher)
+  return config, str(tmp_path / name)
+
+
+def test_distil_resume_export_and_executor(tmp_path):
+  config, workdir = _smoke(tmp_path, "smoke", "student")
+  results = run.run(config, workdir)
+  d = results["distill"]
+  assert results["step"] == 6 and 0 <= d["eval_top1"] <= 1
+  assert d["teacher_eval_top1"] == 1.0  # dlib's ResNet on 4 people.
+  rows = [r for r in _metrics(workdir) if r["split"] == "train"]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  # Rerun: resumes at the end, the same parameters, no steps taken.
+  again = run.run(config, workdir)
+  assert again["step"] == 6 and again["distill"]["eval_top1"] == d[
+      "eval_top1"]
+  # The student is a facejax checkpoint: export it and run the executor.
+  blob = str(tmp_path / "student.fjx")
+  assert export_main.main([workdir, "--out", blob, "--precision",
+                           "fp32"]) == 0
+  bundle = checkpoint.restore_for_export(workdir)
+  ex = graph_network.make_executor(blob_lib.open_blob(blob), threads=1)
+  assert ex.kind == "embedding"
+  rng = np.random.default_rng(0)
+  raw = rng.integers(0, 256, (2, 48, 48, 3)).astype(np.uint8)
+  model = squeezenet.SqueezeNet(width=0.25)
+  expected = model.apply({"params": bundle.params},
+                         raw - bundle.mean_image)
+  if ex.height == 48:  # The export CLI passes the trained input size.
+    np.testing.assert_allclose(ex.embed(raw), expected, atol=1e-5)
+  graph = squeezenet.lower(bundle.params, mean_rgb=bundle.mean_image[0, 0],
+                           input_size=48)
+  graph_export.export_graph(blob, graph, precision="fp32")
+  ex = graph_network.make_executor(blob_lib.open_blob(blob), threads=1)
+  np.testing.assert_allclose(ex.embed(raw), expected, atol=1e-5)
+
+
+def test_labels_then_soft_logits(tmp_path):
+  config, labelled = _smoke(tmp_path, "labels,smoke", "labels")
+  results = run.run(config, labelled)
+  meta = checkpoint.read_meta(checkpoint.resolve_step_dir(labelled))
+  assert len(meta["class_names"]) == 4 and "teacher_eval_top1" not in (
+      results["distill"])
+  config, workdir = _smoke(tmp_path, "checkpoint,kd,smoke", "kd",
+                           path=labelled)
+  config.loss.hard_label = 0.5
+  results = run.run(config, workdir)
+  assert results["step"] == 6
+  rows = [r for r in _metrics(workdir) if r["split"] == "train"]
+  assert {"kd", "hard_label", "loss"} <= set(rows[-1])
+  bundle = checkpoint.restore_for_export(workdir)
+  assert bundle.params["head"]["kernel"].shape == (128, 4)
+  assert jax.tree.leaves(bundle.params)
+
+
+def _metrics(workdir):
+  from facejax.train import metrics  # pylint: disable=g-import-not-at-top
+  return metrics.read_metrics(workdir)
