@@ -8,7 +8,9 @@ orientation bins, bilinear votes into 8×8 cells accumulated pixel by pixel,
 then the four block normalisations, truncated at 0.2. Also
 ``resize_image`` with bilinear interpolation (``interpolation.h``, the
 SIMD rgb/grey paths), which both ``pyramid_down<6>`` and ``pyramid_up``
-use. NumPy only (runs on the device).
+use: identical to dlib-bin 20.0.1's ``resize_image`` on every pixel tested
+(RGB truncates; its grey SIMD columns round, which was measured, not read).
+NumPy only (runs on the device).
 """
 
 import numpy as np

@@ -55,50 +55,93 @@ def _separable(filters: np.ndarray):
   return bank
 
 
-def _filter_separable(image, row, col, out, add):
-  """float_spatially_filter_image_separable (spatial_filtering.h), float32.
+def _taps(values_at, coeffs, simd_width, width):
+  """Σ_n values_at(n)·coeffs[:, n] as dlib's separable filter sums it.
 
-  8-column SIMD blocks sum taps n ≡ 0, 1, 2 (mod 3) in three accumulators;
-  the columns after the last block sum the taps in order.
+  Columns in 8-wide SIMD blocks (the first ``simd_width``) use three
+  accumulators for taps n ≡ 0, 1, 2 (mod 3), the rest go to the first, and
+  the result is acc0 + (acc1 + acc2); the columns after the last block sum
+  the taps in order (spatial_filtering.h,
+  float_spatially_filter_image_separable). float32 throughout.
   """
-  nr, nc = image.shape
-  first_row, first_col = len(col) // 2, len(row) // 2
-  last_row, last_col = nr - (len(col) - 1) // 2, nc - (len(row) - 1) // 2
+  k = coeffs.shape[1]
+  def coeff(n):
+    return coeffs[:, n, None, None]
+  acc = [None, None, None]
+  main = 3 * -(-(k - 2) // 3) if k > 2 else 0  # first n the 3-loop skips
+  for n in range(0, main, 3):
+    for lane in range(3):
+      term = values_at(n + lane, 0, simd_width) * coeff(n + lane)
+      acc[lane] = term if acc[lane] is None else acc[lane] + term
+  for n in range(main, k):
+    term = values_at(n, 0, simd_width) * coeff(n)
+    acc[0] = term if acc[0] is None else acc[0] + term
+  simd = acc[0] + (acc[1] + acc[2]) if acc[1] is not None else acc[0]
+  seq = None
+  for n in range(k):
+    term = values_at(n, simd_width, width) * coeff(n)
+    seq = term if seq is None else seq + term
+  return np.concatenate([simd, seq], axis=-1)
+
+
+def _saliencies(planes, pairs):
+  """Every filter's saliency image over one level, (F, rows, cols) float32.
+
+  ``pairs`` (from ``_flat_bank``): per separable filter, its filter, plane,
+  row and column taps, in dlib's order (filter, plane, then rank). Each
+  filter's saliency is the float32 running sum of its pairs' outputs.
+  """
+  filters, plane_ids, rows_taps, cols_taps, num_filters = pairs
+  _, nr, nc = planes.shape
+  k_row, k_col = rows_taps.shape[1], cols_taps.shape[1]
+  first_row, first_col = k_col // 2, k_row // 2
+  last_row, last_col = nr - (k_col - 1) // 2, nc - (k_row - 1) // 2
+  area = (first_col, first_row, last_col - 1, last_row - 1)
+  out = np.zeros((num_filters, nr, nc), F32)
+  if last_row <= first_row or last_col <= first_col:
+    return out, None
   simd_end = first_col
   while simd_end < last_col - 7:
     simd_end += 8
-  cols = slice(first_col, last_col)
   width = last_col - first_col
-  def taps(values_at, coeffs, simd_width):
-    # values_at(n) -> array over the output range for tap n.
-    acc = [None, None, None]
-    k = len(coeffs)
-    for n in range(0, k - 2, 3):
-      for lane in range(3):
-        term = values_at(n + lane) * coeffs[n + lane]
-        acc[lane] = term if acc[lane] is None else acc[lane] + term
-    for n in range(3 * ((k - 2 + 2) // 3) if k > 2 else 0, k):
-      term = values_at(n) * coeffs[n]
-      acc[0] = term if acc[0] is None else acc[0] + term
-    simd = acc[0] + (acc[1] + acc[2]) if acc[1] is not None else acc[0]
-    seq = None
-    for n in range(k):
-      term = values_at(n) * coeffs[n]
-      seq = term if seq is None else seq + term
-    split = simd_width
-    return np.concatenate([simd[..., :split], seq[..., split:]], axis=-1)
   simd_width = simd_end - first_col
-  scratch = taps(lambda n: image[:, first_col - first_col + n:
-                                 first_col - first_col + n + width], row,
-                 simd_width)
-  rows = last_row - first_row
-  col_out = taps(lambda m: scratch[m:m + rows], col, simd_width)
-  region = out[first_row:last_row, cols]
-  if add:
-    region += col_out
-  else:
-    region[...] = col_out
-  return (first_col, first_row, last_col - 1, last_row - 1)
+  source = planes[plane_ids]  # (P, nr, nc)
+  scratch = _taps(lambda n, lo, hi: source[:, :, lo + n:hi + n], rows_taps,
+                  simd_width, width)
+  height = last_row - first_row
+  per_pair = _taps(lambda m, lo, hi: scratch[:, m:m + height, lo:hi],
+                   cols_taps, simd_width, width)
+  for f in range(num_filters):
+    mine = per_pair[filters == f]
+    if len(mine):
+      out[f, first_row:last_row, first_col:last_col] = np.add.accumulate(
+          mine, axis=0, dtype=F32)[-1]
+  return out, area
+
+
+def _flat_bank(banks):
+  """All separable pairs of all filters, in dlib's application order."""
+  filters, planes, rows, cols = [], [], [], []
+  for f, bank in enumerate(banks):
+    for p, plane_pairs in enumerate(bank):
+      for row, col in plane_pairs:
+        filters.append(f)
+        planes.append(p)
+        rows.append(row)
+        cols.append(col)
+  return (np.array(filters), np.array(planes), np.stack(rows).astype(F32),
+          np.stack(cols).astype(F32), len(banks))
+
+
+def _scan(saliency, area, thresh):
+  """(score, row, col) of the cells inside ``area`` scoring ≥ thresh."""
+  if area is None:
+    return []
+  left, top, right, bottom = area
+  window = saliency[top:bottom + 1, left:right + 1].astype(np.float64)
+  rr, cc = np.nonzero(window >= thresh)
+  return [(float(window[r, c]), int(r) + top, int(c) + left)
+          for r, c in zip(rr, cc)]
 
 
 class HogFaceDetector:
@@ -118,6 +161,7 @@ class HogFaceDetector:
     self.covered_thresh = float(model["percent_covered_thresh"])
     self.fhog_size = self.filters.shape[2:]  # (rows, cols) of cells
     self.banks = [_separable(f) for f in self.filters]
+    self.pairs = _flat_bank(self.banks)
 
   def __call__(self, image: np.ndarray, upsample: int = 1,
                adjust_threshold: float = 0.0) -> list[Detection]:
@@ -161,13 +205,14 @@ class HogFaceDetector:
     rows_pad, cols_pad = self.fhog_size
     feats = [fhog.extract_fhog(level, self.cell_size, rows_pad, cols_pad)
              for level in self.levels(image)]
+    scored = [_saliencies(planes, self.pairs) for planes in feats]
     accum = []
-    for index, bank in enumerate(self.banks):
+    for index in range(len(self.banks)):
       thresh = self.thresholds[index]
       found = []
-      for level, planes in enumerate(feats):
-        for score, r, c in self._scan(planes, bank, thresh +
-                                      adjust_threshold):
+      for level, (saliency, area) in enumerate(scored):
+        for score, r, c in _scan(saliency[index], area,
+                                 thresh + adjust_threshold):
           found.append((score, self._window_box(r, c, level)))
       # std::sort(rbegin, rend) by score: best first.
       found.sort(key=lambda d: -d[0])
@@ -180,25 +225,6 @@ class HogFaceDetector:
       if not any(self._overlaps(kept.box, det.box) for kept in final):
         final.append(det)
     return final
-
-  def _scan(self, planes, bank, thresh):
-    """Saliency of one filter over one level; (score, row, col) ≥ thresh."""
-    if planes.shape[1] == 0 or planes.shape[2] == 0:
-      return []
-    saliency = np.zeros(planes.shape[1:], F32)
-    area = None
-    first = True
-    for plane, pairs in zip(planes, bank):
-      for row, col in pairs:
-        area = _filter_separable(plane, row, col, saliency, add=not first)
-        first = False
-    if area is None:
-      return []
-    left, top, right, bottom = area
-    window = saliency[top:bottom + 1, left:right + 1].astype(np.float64)
-    rr, cc = np.nonzero(window >= thresh)
-    return [(float(window[r, c]), int(r) + top, int(c) + left)
-            for r, c in zip(rr, cc)]
 
   def _window_box(self, r, c, level):
     """fhog_to_image(centered_rect(c, r, window)), then rect_up(level)."""
