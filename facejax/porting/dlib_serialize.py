@@ -114,12 +114,12 @@ class Stream(_dlib._Stream):  # pylint: disable=protected-access
                 f"{total * 4:,} bytes, only {len(self.data) - self.pos:,} "
                 "left (truncated file)", at=start)
     values = [self.scalar(f"{what} element {i}") for i in range(total)]
-    limit = np.finfo(dtype).max
-    for i, value in enumerate(values):
-      if abs(value) > limit:
-        self.fail(f"{what} element {i} ({value:g}) overflows {np.dtype(dtype)}",
-                  at=start)
-    return np.array(values, dtype).reshape(dims)
+    with np.errstate(over="ignore"):
+      out = np.array(values, dtype)
+    for i in np.flatnonzero(~np.isfinite(out))[:1]:
+      self.fail(f"{what} element {i} ({values[i]:g}) overflows "
+                f"{np.dtype(dtype)}", at=start)
+    return out.reshape(dims)
 
   def tokens(self) -> "Tokens":
     """Every varint from here to the end of the file (see ``Tokens``)."""
