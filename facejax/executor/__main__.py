@@ -1,7 +1,7 @@
 """Classifies images with a blob: top-5 labels and probabilities.
 
   python -m facejax.executor model.fjx IMAGE_OR_FOLDER \
-      [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--verify]
+      [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--no-verify]
       [--conv auto|im2col|winograd] [--sparse-backend auto|native|scipy|numpy]
       [--out embeddings.npy]
 
@@ -12,6 +12,10 @@ instead: an (N, size) float32 ``--out`` file, row i for line i of the
 image list written beside it (same name, ``.txt``). Needs NumPy only
 (SciPy, OpenCV and CuPy when present or asked for); this is what runs on
 the Jetson.
+
+Every array's CRC-32 and the manifest's are checked at load (about 0.4 ms
+per MB read); ``--no-verify`` skips the arrays' for storage that is
+trusted. ``--verify`` is accepted and does nothing, for old scripts.
 """
 
 import argparse
@@ -34,8 +38,12 @@ def parse_args(argv):
                       help="CPU threads for BLAS and CSR (default 2)")
   parser.add_argument("--top", type=int, default=5)
   flags.add_compute_flags(parser)
-  parser.add_argument("--verify", action="store_true",
-                      help="also check every array's CRC-32 at load")
+  parser.add_argument("--no-verify", dest="verify", action="store_false",
+                      help="skip the arrays' CRC-32 check at load (the "
+                      "manifest's is always checked)")
+  parser.add_argument("--verify", dest="verify", action="store_true",
+                      help="check every array's CRC-32 at load (the "
+                      "default; kept for old scripts)")
   parser.add_argument("--out", default="embeddings.npy",
                       help="embedding blobs: the .npy to write (default "
                       "embeddings.npy; the image list goes to .txt)")

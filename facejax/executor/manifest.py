@@ -170,7 +170,7 @@ def validate(path, manifest) -> list:
 def _layer_refs(path, where, spec, kind, n_in, n_out):
   """Validates one layer's array references against its shapes."""
   storage = spec["storage"]
-  if storage not in FIELDS:
+  if not isinstance(storage, str) or storage not in FIELDS:
     raise _error(path, where + " field 'storage'",
                  f"{storage!r} not in {tuple(FIELDS)}")
   arrays = _dict(path, where + " field 'arrays'", spec["arrays"],

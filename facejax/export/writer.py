@@ -135,9 +135,85 @@ def write_graph_blob(path: str, *, input_spec, mean, ops, output,
   return _write(path, manifest, payload, blob_lib.GRAPH_VERSION)
 
 
+def manifest_bytes(manifest) -> bytes:
+  """The manifest as written: compact JSON opened by its own CRC-32.
+
+  ``manifest_crc32`` comes first, fixed-width, and holds the CRC-32 of
+  these bytes with its 8 digits zeroed (why: executor/blob.py); an old
+  value in ``manifest`` is replaced.
+  """
+  body = {k: v for k, v in manifest.items() if k != blob_lib.MANIFEST_CRC_KEY}
+  text = json.dumps({blob_lib.MANIFEST_CRC_KEY: "0" * 8, **body},
+                    separators=(",", ":")).encode("utf-8")
+  start = len(blob_lib.MANIFEST_CRC_PREFIX)
+  crc = blob_lib.manifest_crc32(text)
+  return text[:start] + f"{crc:08x}".encode("ascii") + text[start + 8:]
+
+
+def rewrite_manifest(path: str, manifest, out: str | None = None) -> int:
+  """Re-writes a blob around an edited manifest, payload unchanged.
+
+  For deliberate edits (renaming classes, say), which the manifest's
+  CRC-32 would otherwise reject. The source's arrays are verified first,
+  the edited manifest is checked with the reader's rules, and the result
+  is written atomically.
+
+  Args:
+    path: an existing blob.
+    manifest: its new manifest (array references must still describe the
+      payload).
+    out: destination; ``path`` itself by default.
+
+  Returns:
+    The number of bytes written.
+  """
+  out = path if out is None else out
+  blob = blob_lib.open_blob(path)
+  version = blob.version
+  blob.close()
+  schema = (graph_manifest if version == blob_lib.GRAPH_VERSION
+            else manifest_lib)
+  schema.validate(out, manifest)
+
+  def check(tmp):  # Before the rename: the refs must fit the payload.
+    try:
+      blob_lib.open_blob(tmp).close()
+    except blob_lib.BlobError as e:
+      raise blob_lib.BlobError(
+          f"{out}: edited manifest does not fit the payload of {path}: "
+          f"{e}") from e
+
+  with open(path, "rb") as src:
+    payload_offset = blob_lib.HEADER.unpack_from(
+        src.read(blob_lib.HEADER.size))[4]
+
+    def write_payload(dst):
+      src.seek(payload_offset)
+      while chunk := src.read(16 << 20):
+        dst.write(chunk)
+
+    return _write_file(out, manifest, version, write_payload, check)
+
+
 def _write(path, manifest, payload, version) -> int:
   """Header, manifest and payload to a temporary name, then renamed."""
-  text = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+  arrays = payload.arrays
+
+  def write_payload(f):
+    for i, (array, ref) in enumerate(arrays):
+      f.write(memoryview(array.reshape(-1).view(np.uint8)))
+      if i + 1 < len(arrays):  # The file ends where the last array ends.
+        f.write(b"\0" * _pad(ref["nbytes"]))
+
+  return _write_file(path, manifest, version, write_payload)
+
+
+def _write_file(path, manifest, version, write_payload, check=None) -> int:
+  """Header and manifest, then ``write_payload(f)``, atomically.
+
+  ``check(tmp)``, when given, vets the temporary file before the rename.
+  """
+  text = manifest_bytes(manifest)
   payload_offset = blob_lib.HEADER.size + len(text)
   payload_offset += _pad(payload_offset)
   header = blob_lib.HEADER.pack(blob_lib.MAGIC, version,
@@ -146,19 +222,17 @@ def _write(path, manifest, payload, version) -> int:
   directory = os.path.dirname(os.path.abspath(path))
   tmp = os.path.join(directory,
                      f".{os.path.basename(path)}.tmp-{os.getpid()}")
-  arrays = payload.arrays
   try:
     with open(tmp, "wb") as f:
       f.write(header)
       f.write(text)
       f.write(b"\0" * (payload_offset - len(header) - len(text)))
-      for i, (array, ref) in enumerate(arrays):
-        f.write(memoryview(array.reshape(-1).view(np.uint8)))
-        if i + 1 < len(arrays):  # The file ends where the last array ends.
-          f.write(b"\0" * _pad(ref["nbytes"]))
+      write_payload(f)
       f.flush()
       os.fsync(f.fileno())
       size = f.tell()
+    if check is not None:
+      check(tmp)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
