@@ -51,7 +51,7 @@ def test_pairs_and_verify(resnet, tmp_path, capsys):
                              "15"]) == 0
   out = str(tmp_path / "verify")
   assert evaluate_main.main(["verify", resnet, "--pairs", pairs, "--root",
-                             ORL, "--out", out]) == 0
+                             ORL, "--out", out, "--chip", "resize"]) == 0
   assert "10-fold accuracy" in capsys.readouterr().out
   assert sorted(os.listdir(out)) == ["distances.csv", "folds.csv", "roc.csv",
                                      "roc.png", "summary.json"]
@@ -74,7 +74,7 @@ def test_openset(resnet, tmp_path, capsys):
   out = str(tmp_path / "openset")
   assert evaluate_main.main(["openset", resnet, "--faces", ORL,
                              "--enrol-people", "20", "--samples", "4",
-                             "--out", out]) == 0
+                             "--chip", "resize", "--out", out]) == 0
   printed = capsys.readouterr().out
   assert "nearest: rank-1" in printed and "mean: rank-1" in printed
   summary = json.load(open(os.path.join(out, "summary.json")))

@@ -21,6 +21,7 @@ from facejax.gallery import __main__ as gallery_main
 from facejax.models import dlib_resnet
 from facejax.recognition import atomic_file
 from facejax.recognition import calibrate
+from facejax.recognition import chips
 from facejax.recognition import embedder as embedder_lib
 from facejax.recognition import enroll
 from facejax.recognition import gallery as gallery_lib
@@ -228,6 +229,24 @@ def test_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     gallery_file.write(str(new), gallery)
   assert os.listdir(tmp_path) == ["g.fjg"]
+
+
+@pytest.mark.skipif(not chips.align_available(),
+                    reason="facejax.align is not installed")
+def test_aligned_chips_are_dlibs():
+  dlib = pytest.importorskip("dlib")
+  from facejax.porting import dlib as dlib_format  # pylint: disable=g-import-not-at-top
+  image = labelled.images_lib.read_rgb(os.path.join(ORL, "s7", "3.pgm"))
+  box = (8, 20, 76, 80)  # x, y, w, h
+  got = chips.make_chipper("aligned")(image, box)
+  predictor = dlib.shape_predictor(dlib_format.find_model_file(
+      "shape_predictor_5_face_landmarks.dat"))
+  x, y, w, h = box
+  shape = predictor(image, dlib.rectangle(x, y, x + w - 1, y + h - 1))
+  want = dlib.get_face_chip(image, shape, size=150, padding=0.25)
+  np.testing.assert_array_equal(got, want)
+  assert chips.default_chip() == "aligned"
+  assert gallery_lib.default_matching("aligned") == "mean"
 
 
 def test_cli_create_add_list_remove(blobs, tmp_path, capsys):

@@ -43,7 +43,9 @@ def parse_args(argv):
                       help="the identity folder the pairs number")
   verify.add_argument("--out", required=True)
   verify.add_argument("--chip", choices=("resize", "aligned"),
-                      default="resize")
+                      default=None,
+                      help="default: aligned when facejax.align is "
+                           "installed, else resize")
   verify.add_argument("--threads", type=int, default=2)
   openset = commands.add_parser("openset", help="DIR at FAR")
   openset.add_argument("blob")
@@ -62,7 +64,9 @@ def parse_args(argv):
   openset.add_argument("--impostors", nargs="*", default=[],
                        help="identity folders of people never enrolled")
   openset.add_argument("--chip", choices=("resize", "aligned"),
-                       default="resize")
+                       default=None,
+                       help="default: aligned when facejax.align is "
+                            "installed, else resize (a --gallery's own)")
   openset.add_argument("--threads", type=int, default=2)
   imp = commands.add_parser("impostors", help="thesis §3.4")
   imp.add_argument("blobs", nargs="+", help="logits blobs")

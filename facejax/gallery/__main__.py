@@ -1,7 +1,7 @@
 """Builds and calibrates a gallery of enrolled people for an embedding blob.
 
   python -m facejax.gallery create G.fjg --model resnet.fjx \
-      [--chip resize|aligned] [--matching nearest|mean] [--force]
+      [--chip aligned|resize] [--matching mean|nearest] [--force]
   python -m facejax.gallery add G.fjg --name NAME IMAGES_FOLDERS_OR_VIDEOS \
       [--model resnet.fjx] [--detector none|haar] [--max-video-faces 10]
   python -m facejax.gallery list G.fjg
@@ -37,9 +37,11 @@ def parse_args(argv):
                       help="face → chip (default: aligned when facejax.align "
                            "is installed, else resize)")
   create.add_argument("--matching", choices=("nearest", "mean"),
-                      default="nearest",
-                      help="a person's distance: to the nearest sample "
-                           "(default) or to the samples' mean")
+                      default=None,
+                      help="a person's distance: to the nearest sample or "
+                           "to the samples' mean (default: mean for "
+                           "aligned chips, nearest for resized, as "
+                           "measured in facejax/recognition/gallery.py)")
   create.add_argument("--force", action="store_true",
                       help="overwrite an existing file")
   add = commands.add_parser("add", help="enrol a person")

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from facejax.recognition import chips as chips_lib
 from facejax.recognition import embedder as embedder_lib
 from facejax.recognition import gallery as gallery_lib
 from facejax.recognition import gallery_file
@@ -35,8 +36,9 @@ def pairs(root: str, out: str, *, sets: int = 10, per_set: int = 300,
 
 
 def verify(pairs_path: str, root: str, blob_path: str, out: str, *,
-           chip: str = "resize", threads: int = 2) -> dict:
+           chip: str | None = None, threads: int = 2) -> dict:
   """The 10-fold protocol, ROC, EER and AUC on a pairs file."""
+  chip = chip or chips_lib.default_chip()
   parsed = verification.read_pairs(pairs_path)
   files, a, b = verification.resolve(parsed, root, pairs_path)
   with embedder_lib.Embedder(blob_path, chip=chip, threads=threads) as emb:
@@ -104,9 +106,10 @@ def _impostor_set(embedder, folders, enrolled_names):
 
 def openset(blob_path: str, out: str, *, impostor_dirs=(), faces=None,
             enrol_people=0, samples=5, gallery_path=None, known=None,
-            chip="resize", seed=0, threads=2) -> dict:
+            chip=None, seed=0, threads=2) -> dict:
   """DIR at FAR = 1 % and 0.1 %, for both matching rules."""
   report.prepare(out)
+  chip = chip or chips_lib.default_chip()
   if gallery_path:
     gallery = gallery_file.read(gallery_path)
     chip = gallery.chip
@@ -125,9 +128,9 @@ def openset(blob_path: str, out: str, *, impostor_dirs=(), faces=None,
       enrol_people = enrol_people or len(labelled.people()) // 2
       enrolled, known_rows, impostor_rows = openset_lib.split_enrolment(
           labelled, enrol_people, samples, seed)
-      gallery = openset_lib.gallery_from_rows(emb.model, chip,
-                                              gallery_lib.DEFAULT_MATCHING,
-                                              labelled, enrolled)
+      gallery = openset_lib.gallery_from_rows(
+          emb.model, chip, gallery_lib.default_matching(chip), labelled,
+          enrolled)
       known_set = labelled.subset(known_rows)
       impostor_parts = [labelled.subset(impostor_rows)]
     impostor_parts += _impostor_set(emb, impostor_dirs, gallery.names)

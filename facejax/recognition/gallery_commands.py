@@ -34,12 +34,12 @@ def _open(path, model_path, threads):
 
 
 def create(path: str, model_path: str, *, chip: str | None = None,
-           matching: str = gallery_lib.DEFAULT_MATCHING,
-           force: bool = False) -> gallery_lib.Gallery:
+           matching: str | None = None, force: bool = False) -> gallery_lib.Gallery:
   """An empty gallery for an embedding blob, written to ``path``."""
   if os.path.exists(path) and not force:
     raise GalleryError(f"{path}: exists; remove it or pass --force")
   chip = chip or chips_lib.default_chip()
+  matching = matching or gallery_lib.default_matching(chip)
   with embedder_lib.Embedder(model_path, chip=chip, threads=1) as embedder:
     gallery = gallery_lib.Gallery(model=embedder.model, chip=chip,
                                   matching=matching)
