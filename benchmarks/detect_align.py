@@ -169,8 +169,8 @@ def main(argv=None):
     net = dlib.face_recognition_model_v1(dlib_format.find_model_file())
     ref = np.stack([np.array(net.compute_face_descriptor(img, shape))
                     for img, shape in shapes])
-    print(f"\nDescriptors (facejax landmarks + chip on dlib's boxes, JAX ResNet, vs dlib "
-          f"compute_face_descriptor): max |Δ| "
+    print("\nDescriptors (facejax landmarks + chip on dlib's boxes, JAX "
+          "ResNet, vs dlib compute_face_descriptor): max |Δ| "
           f"{np.abs(ours_desc - ref).max():.2e} over {len(ref)} faces")
   print("\ncommand: python benchmarks/detect_align.py " +
         " ".join(argv if argv is not None else sys.argv[1:]))

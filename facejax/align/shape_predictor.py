@@ -208,13 +208,15 @@ def parse(data: bytes, where: str = "<bytes>") -> ShapePredictor:
                                   "anchor_idx", floats=False)
   stream.context = "deltas"
   deltas, index = _read_lists(tokens, index, len(forests[1]), "deltas",
-                              floats=True, lengths=[len(a.values) for a in anchor_idx])
+                              floats=True,
+                              lengths=[len(a.values) for a in anchor_idx])
   split_idx, split_thresh, leaf_values = forests
   for k, anchors in enumerate(anchor_idx):
     stream.context = f"anchor_idx[{k}]"
     _check_below(tokens, anchors, dims // 2, "anchor part")
     stream.context = f"forests[{k}]"
-    _check_below(tokens, _Indexed(split_idx.values[k], split_idx.token_index[k]),
+    _check_below(tokens, _Indexed(split_idx.values[k],
+                                  split_idx.token_index[k]),
                  len(anchors.values), "split feature index")
   stream.context = "end of file"
   if index != len(tokens.starts) or tokens.end != len(data):
@@ -225,7 +227,8 @@ def parse(data: bytes, where: str = "<bytes>") -> ShapePredictor:
   source = (f"dlib shape predictor {os.path.basename(where)} "
             f"({len(data):,} B): {dims // 2} parts, {cascades} cascades × "
             f"{trees} trees of {splits} splits, "
-            f"{len(anchor_idx[0].values)} feature pixels; parsed in {seconds:.2f} s")
+            f"{len(anchor_idx[0].values)} feature pixels; parsed in "
+            f"{seconds:.2f} s")
   return ShapePredictor(
       initial.astype(np.float32), split_idx.values, split_thresh, leaf_values,
       [a.values for a in anchor_idx], deltas, source)
