@@ -13,9 +13,10 @@ image list written beside it (same name, ``.txt``). Needs NumPy only
 (SciPy, OpenCV and CuPy when present or asked for); this is what runs on
 the Jetson.
 
-Every array's CRC-32 and the manifest's are checked at load (about 0.4 ms
-per MB read); ``--no-verify`` skips the arrays' for storage that is
-trusted. ``--verify`` is accepted and does nothing, for old scripts.
+Every array's CRC-32 and the manifest's are checked at load (0.2-0.5 ms
+per MB of blob, benchmarks/blob_verify_cost.py); ``--no-verify`` skips
+the arrays' for storage that is trusted. ``--verify`` is accepted and
+does nothing, for old scripts.
 """
 
 import argparse
