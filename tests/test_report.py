@@ -96,7 +96,7 @@ def test_curves_figures(tmp_path):
   line = curves.fig_3_3(workdirs["fine_tuned"], out)
   rows = _csv(os.path.join(out, "fig_3_3.csv"))
   losses = np.array([float(r["batch_loss"]) for r in rows])
-  window = round(curves.AVERAGE_BATCHES / 10)
+  window = max(curves.MIN_LOGGED, round(curves.AVERAGE_BATCHES / 10))
   reference = [losses[max(0, i + 1 - window):i + 1].mean()
                for i in range(len(losses))]
   np.testing.assert_allclose(
@@ -140,6 +140,9 @@ def test_fig_3_5_summarises_the_sweep(tmp_path):
   assert "robustness fc7 > fc8 > fc6" in line.facejax
   assert "fc7 most and fc6 least robust" in line.agreement
   assert pruning.worst_drop(rows, 0.1)["fc6"] == pytest.approx(0.3)
+  rows[-1]["accuracy"] -= 0.2  # fc8 layer_wise at 1 %.
+  layer, rule, gap = pruning.rule_spread(rows)
+  assert (layer, rule) == ("fc8", "layer_wise") and gap == pytest.approx(0.1)
 
 
 def test_fig_3_6_means_and_histograms(tmp_path):

@@ -26,6 +26,7 @@ LABELS = {"frozen": "frozen", "fine_tuned": "fine-tuned",
           "fc_trained": "fc trained"}
 # Fig. 3.3 averages the loss over 80 batches.
 AVERAGE_BATCHES = 80
+MIN_LOGGED = 10
 
 
 def rows_of(workdir: str, split: str) -> list[dict]:
@@ -220,8 +221,9 @@ def fig_3_3(workdir: str, out_dir: str) -> markdown.Line:
   losses = np.array([r["loss"] for r in train])
   every = int(steps[1] - steps[0]) if len(steps) > 1 else 1
   # Fig. 3.3 averages 80 consecutive batches; one logged batch stands for
-  # ``every`` of them, so the window holds 80 / every logged batches.
-  window = max(2, int(round(AVERAGE_BATCHES / every)))
+  # ``every`` of them, so the window spans 80 batches, or at least
+  # ``MIN_LOGGED`` logged ones for a mean that smooths at all.
+  window = max(MIN_LOGGED, int(round(AVERAGE_BATCHES / every)))
   average = moving_average(losses, window)
   output.write_csv(os.path.join(out_dir, "fig_3_3.csv"),
                    ("step", "batch_loss", f"mean_last_{window}_logged"),
