@@ -310,7 +310,8 @@ def main(argv=None) -> int:
   if not args.skip_runs:
     try:
       status = runs_lib.run_missing(
-          list(plan.values()), os.path.join(args.workdirs, "report_logs"))
+          list(plan.values()), os.path.join(args.workdirs, "report_logs"),
+          echo=lambda text: print(text, flush=True))
     except runs_lib.RunError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

@@ -130,7 +130,9 @@ def run_missing(runs: Sequence[Run], log_dir: str, *,
       echo(f"[{i}/{len(runs)}] {run.name}: finished in {run.workdir}, "
            "reused")
       continue
-    echo(f"[{i}/{len(runs)}] {run.name}: {' '.join(run.command()[1:])}")
+    command = run.command()
+    echo(f"[{i}/{len(runs)}] {run.name}: python "
+         f"{' '.join(command[1:])}")
     seconds = execute(run, log_dir, cwd=cwd)
     status[run.name] = f"ran in {seconds:.0f} s"
     echo(f"[{i}/{len(runs)}] {run.name}: done in {seconds:.0f} s")
