@@ -18,6 +18,7 @@ from facejax.executor import blob as blob_lib
 from facejax.executor import graph_network
 from facejax.export import graph_export
 from facejax.export import synthetic
+from facejax.export import writer
 from facejax.models import dlib_resnet
 
 _MAX_ALLOC_BYTES = 32 << 20
@@ -67,7 +68,8 @@ def _split(data):
 
 def _with_manifest(data, manifest, version=2):
   _, payload = _split(data)
-  text = json.dumps(manifest).encode()
+  # Stamped with its CRC as a writer does, so only the edit is tested.
+  text = writer.manifest_bytes(manifest)
   offset = -(-(32 + len(text)) // blob_lib.ALIGN) * blob_lib.ALIGN
   head = blob_lib.HEADER.pack(blob_lib.MAGIC, version, 0x01020304, len(text),
                               offset)
