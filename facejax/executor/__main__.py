@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from facejax.executor import flags
 
@@ -56,6 +57,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  # A warning (an old blob's unprotected manifest) is one line, as errors.
+  warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
   # BLAS reads its thread count when NumPy loads, so set it first.
   for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, str(args.threads))
@@ -81,10 +84,13 @@ def main(argv=None) -> int:
         f"device {args.device})")
   height, width = blob.input_size
   colour_order = blob.manifest["input"]["colour_order"]
-  embeddings = []
+  embeddings, kept, skipped = [], [], []
   for i in range(0, len(paths), args.batch):
-    chunk = paths[i:i + args.batch]
-    batch = images_lib.load_batch(chunk, height, width, colour_order)
+    chunk, batch = _readable(paths[i:i + args.batch], images_lib, height,
+                             width, colour_order, skipped)
+    if not chunk:
+      continue
+    kept += chunk
     start = time.perf_counter()
     if getattr(executor, "kind", "logits") == "embedding":
       embeddings.append(executor.embed(batch))
@@ -100,9 +106,31 @@ def main(argv=None) -> int:
         print(f"  {p:8.4f}  {name}")
     print(f"  [batch of {len(chunk)}: {elapsed_ms:.1f} ms]")
   executor.close()
+  if skipped:
+    print(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}",
+          file=sys.stderr)
+  if not kept:
+    print(f"error: {args.images}: no readable image", file=sys.stderr)
+    return 2
   if embeddings:
-    _write_embeddings(args.out, embeddings, paths)
+    _write_embeddings(args.out, embeddings, kept)
   return 0
+
+
+def _readable(chunk, images_lib, height, width, colour_order, skipped):
+  """The chunk's readable paths and their batch; the others are named on
+  stderr and added to ``skipped`` (a corrupt file does not stop a run)."""
+  good = []
+  for path in chunk:
+    try:
+      images_lib.load_batch([path], height, width, colour_order)
+      good.append(path)
+    except (ValueError, OSError) as e:
+      print(f"skipped {e}", file=sys.stderr)
+      skipped.append(path)
+  if not good:
+    return [], None
+  return good, images_lib.load_batch(good, height, width, colour_order)
 
 
 def _write_embeddings(out, embeddings, paths):
