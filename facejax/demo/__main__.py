@@ -1,7 +1,7 @@
 """Live face recognition with a blob: the prototype of thesis §2.9.
 
   python -m facejax.demo model.fjx --source SOURCE [--gallery G.fjg] \
-      [--detector haar|none] [--cascade FILE] [--margin 0.1] [--min-face 30]
+      [--detector haar|hog|none] [--cascade FILE] [--margin 0.1] [--min-face 30]
       [--batch all|1] [--device cpu|gpu] [--threads 2] [--top 5]
       [--threshold P] [--out DIR] [--no-display] [--wait-ms 1]
       [--max-frames N] [--max-reconnect-s S]
@@ -44,15 +44,19 @@ def parse_args(argv):
   parser.add_argument("--source", required=True,
                       help="camera:N, a stream URL, a video file or a folder "
                            "of images")
-  parser.add_argument("--detector", choices=("haar", "none"), default="haar",
-                      help="haar: OpenCV Viola-Jones; none: the whole frame "
+  parser.add_argument("--detector", choices=("haar", "hog", "none"),
+                      default="haar",
+                      help="haar: OpenCV Viola-Jones; hog: dlib's HOG "
+                           "detector (facejax.align); none: the whole frame "
                            "is one face (pre-cropped images)")
   parser.add_argument("--cascade", default=None,
                       help="Haar cascade XML (default: OpenCV's "
                            "haarcascade_frontalface_default.xml)")
   parser.add_argument("--margin", type=float, default=0.1,
                       help="crop margin on each side, as a fraction of the "
-                           "detection's size (default 0.1)")
+                           "detection's size (default 0.1; not applied to a "
+                           "gallery's aligned chips, whose landmarks want "
+                           "the detector's own box)")
   parser.add_argument("--min-face", type=int, default=30,
                       help="smallest face the detector reports, pixels")
   parser.add_argument("--batch", choices=("all", "1"), default="all",
@@ -275,7 +279,8 @@ def _run_frames(args, detector, recogniser, description, close) -> int:
       start = time.perf_counter()
       boxes = detector(frame.image)
       crop_boxes = boxes
-      if args.detector != "none":
+      if args.detector != "none" and not (
+          gallery_mode and recogniser.gallery.chip == "aligned"):
         crop_boxes = detect.expand_boxes(boxes, args.margin,
                                          frame.image.shape)
       detection_ms = (time.perf_counter() - start) * 1e3

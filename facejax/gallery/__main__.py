@@ -3,7 +3,7 @@
   python -m facejax.gallery create G.fjg --model resnet.fjx \
       [--chip aligned|resize] [--matching mean|nearest] [--force]
   python -m facejax.gallery add G.fjg --name NAME IMAGES_FOLDERS_OR_VIDEOS \
-      [--model resnet.fjx] [--detector none|haar] [--max-video-faces 10]
+      [--model resnet.fjx] [--detector none|haar|hog] [--max-video-faces 10]
   python -m facejax.gallery list G.fjg
   python -m facejax.gallery remove G.fjg --name NAME
   python -m facejax.gallery calibrate G.fjg --faces LABELLED_FOLDER \
@@ -50,12 +50,14 @@ def parse_args(argv):
                    help="images, folders of images or videos")
   add.add_argument("--name", required=True)
   add.add_argument("--model", default=None)
-  add.add_argument("--detector", choices=("none", "haar"), default="none",
-                   help="none: every image is a face crop; haar: the "
-                        "largest face of each (videos always use haar)")
+  add.add_argument("--detector", choices=("none", "haar", "hog"),
+                   default="none",
+                   help="none: every image is a face crop; haar or hog: the "
+                        "largest face of each (videos: haar unless hog)")
   add.add_argument("--max-video-faces", type=int, default=10)
   add.add_argument("--margin", type=float, default=0.1,
-                   help="detected box growth per side (as the demo's)")
+                   help="detected box growth per side for resized chips "
+                        "(as the demo's; aligned chips use the box as is)")
   add.add_argument("--threads", type=int, default=2)
   listing = commands.add_parser("list", help="who is enrolled")
   listing.add_argument("gallery")

@@ -2,8 +2,8 @@
 
 An image is one face crop (``detector=None``) or a photograph in which the
 largest detected face is taken. A video is sampled every ``stride_s``
-seconds; in each sampled frame the largest face (OpenCV's Haar cascade,
-``facejax.demo.detect``) is scored by sharpness (variance of the Laplacian
+seconds; in each sampled frame the largest face (OpenCV's Haar cascade or
+dlib's HOG, ``facejax.demo.detect``) is scored by sharpness (variance of the Laplacian
 of the face at 100×100, so size does not inflate it) times its size up to
 100 pixels, and the best ``max_faces`` are kept, at least ``min_gap_s``
 apart so they are not one moment repeated. Detection runs on the frame
@@ -149,34 +149,33 @@ def collect(paths, *, detector: str = "none", max_video_faces: int = 10,
 
   Args:
     paths: files, folders of images, or videos.
-    detector: "none" (each image is a face crop) or "haar" (the largest
-      face of each image); videos always use Haar.
+    detector: "none" (each image is a face crop), "haar" or "hog" (the
+      largest face of each image); videos use Haar unless "hog".
     max_video_faces: faces kept per video.
     margin: growth of a detected box per side, as the demo's ``--margin``.
 
   Raises:
     GalleryError: a path that does not exist or yields no face.
   """
-  haar = None
+  built = {}
 
-  def get_haar():
-    nonlocal haar
-    if haar is None:
+  def get(name):
+    if name not in built:
       try:
-        haar = detect_lib.make_detector("haar")
+        built[name] = detect_lib.make_detector(name)
       except detect_lib.DetectorError as e:
         raise GalleryError(str(e)) from e
-    return haar
+    return built[name]
 
   faces = []
   for path in paths:
     if is_video(path):
-      found = video_faces(path, get_haar(), max_faces=max_video_faces,
-                          margin=margin)
+      found = video_faces(path, get("hog" if detector == "hog" else "haar"),
+                          max_faces=max_video_faces, margin=margin)
     else:
       try:
-        found = image_faces(path, get_haar() if detector == "haar" else None,
-                            margin=margin)
+        found = image_faces(path, None if detector == "none" else
+                            get(detector), margin=margin)
       except FileNotFoundError as e:
         raise GalleryError(str(e)) from e
     if not found:

@@ -59,8 +59,11 @@ def add(path: str, name: str, sources, model_path: str, *,
   gallery_lib.check_name(name)
   gallery, embedder = _open(path, model_path, threads)
   with embedder:
+    # Aligned chips want the detector's own box (the landmarks were
+    # trained on it), resized crops the demo's margin.
     faces = enroll.collect(sources, detector=detector,
-                           max_video_faces=max_video_faces, margin=margin)
+                           max_video_faces=max_video_faces,
+                           margin=0.0 if gallery.chip == "aligned" else margin)
     chips = np.stack([embedder.chipper(f.image, f.box) for f in faces])
     embeddings = embedder.embed_chips(chips)
   person = gallery.add(name, embeddings, [f.source for f in faces])
