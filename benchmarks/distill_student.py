@@ -77,6 +77,7 @@ def _run(arg, args, workdir, **overrides):
   config.data.generated.images_per_identity = args.generated_per_identity
   config.eval.root = args.held_out
   config.train.batch_size = args.batch
+  config.model.input_size = args.input_size
   config.eval.every_steps = 10 ** 9  # Held-out people: scored at the end.
   for key, value in overrides.items():
     node = config
@@ -196,6 +197,7 @@ def main():
   parser.add_argument("--held_out", default="third_party/orl_faces")
   parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--input_size", type=int, default=64)
   parser.add_argument("--prune_steps", type=int, default=100)
   parser.add_argument("--rounds", type=int, default=40)
   parser.add_argument("--pairs_per_set", type=int, default=100,

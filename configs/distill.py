@@ -62,8 +62,11 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.job = "distill"
   config.seed = 0
+  # 64 px: 17 M multiply-adds, and on 2 CPU cores ~7 distillation steps/s
+  # at batch 32 against 1.1 at 112 px, which lost on held-out ORL at equal
+  # time (1,000 steps at 112 px: 1-NN top-1 28.7 %; 3,000 at 64 px: 41 %).
   config.model = ml_collections.ConfigDict(dict(
-      name="squeezenet", input_size=112, width=1.0, embedding_size=128))
+      name="squeezenet", input_size=64, width=1.0, embedding_size=128))
   config.teacher = ml_collections.ConfigDict(dict(
       kind=TEACHER_KINDS[teacher],
       # Unset with kind "dlib": face-recognition-models' .dat.
@@ -88,6 +91,7 @@ def get_config(arg=None):
       augment=True,  # §2.8.1's five views.
       random_crops=2,  # Random crop + flip views per image.
       crop_scale=(0.8, 1.0),
+      grey_fraction=0.5,  # Of the random crops, made grey.
       augment_seed=0,
   ))
   config.eval = ml_collections.ConfigDict(dict(
@@ -98,6 +102,7 @@ def get_config(arg=None):
       split=(0.8, 0.16, 0.04),  # Gallery / queries / unused, §2.4.
       split_seed=0,
       metric="l2",
+      teacher=True,  # Also score the teacher (its embedding) on them.
       every_steps=500,
       batch_size=64,
   ))

@@ -12,8 +12,10 @@ each exactly once (targets.py caches its outputs): the original, the five
 offline augmentations of §2.8.1 (``augment``: noise, blur, salt and
 pepper, mirror, CLAHE) and ``random_crops`` random square crops (side a
 uniform fraction in ``crop_scale`` of the image, anywhere in it, resized
-back) mirrored with probability 1/2. Views are made at the teacher's input
-size (``work_size``) and shrunk to the student's, each drawn from the
+back) mirrored with probability 1/2 and made grey with probability
+``grey_fraction`` (so that colour sources also teach grey faces, as ORL
+and Yale are). Views are made at the teacher's input size
+(``work_size``) and shrunk to the student's, each drawn from the
 generator seeded ``(augment_seed, source, image, view)``. The student's
 views are cached as one uint8 ``.npy``, keyed by a fingerprint of the
 decoded sources and these settings.
@@ -86,14 +88,18 @@ def _resize(image, size):
   return preprocess.resize_square(image, size)
 
 
-def _random_crop(image, rng, crop_scale):
+def _random_crop(image, rng, crop_scale, grey_fraction):
   side = image.shape[0]
   low, high = crop_scale
   crop = max(8, int(round(side * rng.uniform(low, high))))
   y, x = rng.integers(0, side - crop + 1, 2)
   out = cv2.resize(np.ascontiguousarray(image[y:y + crop, x:x + crop]),
                    (side, side), interpolation=cv2.INTER_LINEAR)
-  return np.ascontiguousarray(out[:, ::-1]) if rng.random() < 0.5 else out
+  if rng.random() < 0.5:
+    out = np.ascontiguousarray(out[:, ::-1])
+  if rng.random() < grey_fraction:
+    out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None], 3, -1)
+  return out
 
 
 def _view(data_config, source: int, image: int, view: int, original):
@@ -105,7 +111,8 @@ def _view(data_config, source: int, image: int, view: int, original):
   techniques = list(augment.TECHNIQUES.values()) if data_config.augment else []
   if view <= len(techniques):
     return techniques[view - 1](original, rng)
-  return _random_crop(original, rng, tuple(data_config.crop_scale))
+  return _random_crop(original, rng, tuple(data_config.crop_scale),
+                      data_config.grey_fraction)
 
 
 def _check(data_config):
@@ -127,6 +134,10 @@ def _check(data_config):
     raise config_lib.ConfigError(
         f"config.data.crop_scale must satisfy 0 < low <= high <= 1, got "
         f"{tuple(data_config.crop_scale)}")
+  if not 0 <= data_config.grey_fraction <= 1:
+    raise config_lib.ConfigError(
+        f"config.data.grey_fraction must lie in [0, 1], got "
+        f"{data_config.grey_fraction}")
   if data_config.random_crops < 0:
     raise config_lib.ConfigError(
         f"config.data.random_crops must be >= 0, got "
@@ -177,10 +188,11 @@ def build(data_config, work_size: int, student_size: int) -> DistillSet:
     sources.append(Source(name, root, float(weight), images, labels))
   views = 1 + len(augment.TECHNIQUES) * bool(data_config.augment) + int(
       data_config.random_crops)
+  # The views at the work size: what the teacher sees (targets.py).
   key = workspace.fingerprint([
       [(s.root, str(getattr(s.originals, "filename", "")), s.weight)
-       for s in sources], work_size, student_size, views,
-      bool(data_config.augment), list(data_config.crop_scale),
+       for s in sources], work_size, views, bool(data_config.augment),
+      list(data_config.crop_scale), data_config.grey_fraction,
       data_config.augment_seed])
   offset, probabilities, labels = 0, [], []
   total_weight = sum(s.weight for s in sources if len(s.originals))

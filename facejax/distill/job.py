@@ -155,7 +155,12 @@ def _distill(config, workdir, allow_config_change):
   targets = (targets_lib.teacher_outputs(teacher, data, config.data.cache_dir)
              if teacher is not None
              else np.zeros((len(labels), 1), np.float32))
+  # What the teacher pass cost when it ran, even if mapped from the cache
+  # now (the wall time a comparison must grant a student without one).
   teacher_seconds = time.time() - started
+  if teacher is not None:
+    teacher_seconds = targets_lib.pass_seconds(targets_lib.path_of(
+        teacher, data, config.data.cache_dir)) or teacher_seconds
   steps = config.train.num_steps
   if steps < 1:
     raise config_lib.ConfigError(
@@ -187,8 +192,11 @@ def _distill(config, workdir, allow_config_change):
   latest = mngr.latest_step()
   workdir_lib.write_config(config, workdir, resuming=latest is not None,
                            allow_change=allow_config_change)
+  # Rows after the checkpoint resumed from go (those steps rerun), and a
+  # finished run's final evaluation, which is written again.
   metrics_lib.truncate(workdir, lambda row: latest is not None and (
-      row["step"] < latest or (row["step"] == latest and latest < steps)))
+      row["step"] < latest or (row["step"] == latest and not (
+          latest == steps and row["split"] == "eval"))))
   mean_image = np.broadcast_to(mean_rgb, shape).astype(np.float32)
   if latest is not None:
     abstract_state = jax.eval_shape(
@@ -225,7 +233,8 @@ def _distill(config, workdir, allow_config_change):
 
   write = metrics_lib.MetricsWriter(workdir).write
   results = {"teacher_seconds": teacher_seconds, "data_seconds": data_seconds}
-  if teacher is not None and teacher.kind == "embedding":
+  if config.eval.teacher and teacher is not None and (
+      teacher.kind == "embedding"):
     teacher_data = evaluate.load(config.eval, config.data.cache_dir,
                                  teacher.input_size, workdir)
     results["teacher_eval_top1"] = evaluate.one_nn_top1(

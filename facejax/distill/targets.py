@@ -27,8 +27,21 @@ def path_of(teacher, distill_set, cache_dir) -> str:
                       f"targets-{key}.npy")
 
 
+def pass_seconds(path: str) -> float | None:
+  """What computing a cached file of outputs cost (its ``.json``)."""
+  try:
+    with open(path[:-len(".npy")] + ".json", encoding="utf-8") as f:
+      return float(json.load(f)["seconds"])
+  except (OSError, ValueError, KeyError):
+    return None
+
+
 def teacher_outputs(teacher, distill_set, cache_dir) -> np.ndarray:
-  """float32 (N, teacher.size) in DistillSet order, memory-mapped."""
+  """float32 (N, teacher.size) in DistillSet order, memory-mapped.
+
+  Beside the file, ``targets-<fingerprint>.json`` records the seconds the
+  teacher pass took (over all its resumptions; ``pass_seconds``).
+  """
   path = path_of(teacher, distill_set, cache_dir)
   count = len(distill_set.labels)
   shape = (count, teacher.size)
@@ -39,16 +52,17 @@ def teacher_outputs(teacher, distill_set, cache_dir) -> np.ndarray:
       return targets
   os.makedirs(os.path.dirname(path), exist_ok=True)
   partial, progress = path + ".partial.npy", path + ".partial.json"
-  done = 0
+  done, spent = 0, 0.0
   try:
     out = np.lib.format.open_memmap(partial, "r+")
     with open(progress, encoding="utf-8") as f:
-      done = int(json.load(f)["images_done"])
+      record = json.load(f)
+    done, spent = int(record["images_done"]), float(record["seconds"])
     if out.shape != shape:
       raise ValueError("shape")
   except (OSError, ValueError, KeyError):
     out = np.lib.format.open_memmap(partial, "w+", np.float32, shape)
-    done = 0
+    done, spent = 0, 0.0
   # Work units: (source, first image) chunks, in order.
   units = [(k, start) for k, s in enumerate(distill_set.sources)
            for start in range(0, len(s.originals), CHUNK_IMAGES)]
@@ -71,19 +85,23 @@ def teacher_outputs(teacher, distill_set, cache_dir) -> np.ndarray:
                                           (v + 1) * len(chunk)]
     out.flush()
     done = first_done + chunk[-1] + 1
-    _write_progress(progress, done)
+    _write_json(progress, {"images_done": done,
+                           "seconds": spent + time.time() - started})
     seen += len(chunk)
     rate = seen / max(time.time() - started, 1e-9)
     logging.info("teacher outputs: %d/%d images, %.1f images/s, ETA %.0f s",
                  done, total_images, rate, (total_images - done) / rate)
   del out
+  _write_json(path[:-len(".npy")] + ".json", {
+      "seconds": spent + time.time() - started, "views": count,
+      "teacher": teacher.source})
   os.replace(partial, path)
   os.unlink(progress)
   return np.load(path, mmap_mode="r")
 
 
-def _write_progress(path, done):
+def _write_json(path, value):
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({"images_done": done}, f)
+    json.dump(value, f)
   os.replace(tmp, path)

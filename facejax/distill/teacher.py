@@ -163,7 +163,12 @@ def _checkpoint(path, output, batch_size) -> Teacher:
   mean = np.asarray(bundle.mean_image, np.float32)
   probe = _jax_apply(model, bundle.params, mean, kind, batch_size)
   size = int(model_meta["input_size"])
-  width = probe(np.zeros((1, size, size, 3), np.uint8)).shape[1]
+  try:
+    width = probe(np.zeros((1, size, size, 3), np.uint8)).shape[1]
+  except KeyError as e:
+    raise config_lib.ConfigError(
+        f"config.teacher.output: {path} ({model_meta.get('name')}) has no "
+        "embedding; use 'logits'") from e
   step_dir = checkpoint.resolve_step_dir(path)
   key = workspace.fingerprint(["checkpoint", step_dir, kind,
                                os.stat(os.path.join(step_dir, "state"))

@@ -41,7 +41,7 @@ FIRES = (("fire2", 16, 64), ("fire3", 16, 64), ("fire4", 32, 128),
 POOL_AFTER = ("conv1", "fire3", "fire5")
 CONV1_CHANNELS = 64
 EMBEDDING_SIZE = 128  # dlib's ResNet descriptor, the default teacher.
-INPUT_SIZE = 112
+INPUT_SIZE = 64  # configs/distill.py's student.
 # Centred pixels have a standard deviation of ~60 on faces: ~unit inputs.
 INPUT_SCALE = 1 / 64
 CUTS = ("pooled", "embedding")
