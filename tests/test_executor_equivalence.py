@@ -189,3 +189,33 @@ def test_im2col_is_kept_when_asked(setup):
              for _, (w, _) in executor.layers)
   with pytest.raises(ValueError, match="conv 'fft'"):
     network.Executor(blob_lib.open_blob(path), conv="fft")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_direct_conv_matches_jax(setup, batch, threads):
+  """Every dense conv on the compiled direct kernel (+ the C 2×2 pool in
+  row bands or image groups), dense and pruned, against the JAX model;
+  batch sizes that change between calls reuse and rebuild the plans."""
+  from facejax.executor import native  # pylint: disable=g-import-not-at-top
+  try:
+    native.load()
+  except native.NativeUnavailable as e:
+    pytest.skip(f"compiled kernels unavailable: {e}")
+  for params, masks, ref in ((setup["dense"], None, setup["ref_dense"]),
+                             (setup["pruned"], setup["masks"],
+                              setup["ref_pruned"])):
+    path = str(setup["tmp"] / "direct.fjx")
+    exporter.export_model(path, params, masks=masks,
+                          mean_image=setup["mean"],
+                          class_names=[f"id{i}" for i in range(CLASSES)],
+                          precision="fp32")
+    executor = network.Executor(blob_lib.open_blob(path), threads=threads)
+    assert executor.conv == "direct"
+    kinds = {s["name"]: type(w).__name__ for s, (w, _) in executor.layers}
+    assert kinds["conv1_1"] == kinds["conv5_3"] == "DirectConv"
+    images = setup["images"]
+    logits = np.concatenate([executor.forward(images[i:i + batch])
+                             for i in range(0, len(images), batch)])
+    executor.close()
+    assert _rel(logits, ref) < 1e-4

@@ -2,7 +2,7 @@
 
   python -m facejax.executor model.fjx IMAGE_OR_FOLDER \
       [--device cpu|gpu] [--batch 8] [--threads 2] [--top 5] [--no-verify]
-      [--conv auto|im2col|winograd] [--sparse-backend auto|native|scipy|numpy]
+      [--conv auto|direct|im2col|winograd] [--sparse-backend auto|native|scipy|numpy]
       [--out embeddings.npy]
 
 Prints, per image, the top labels with softmax probabilities (thesis

@@ -6,16 +6,16 @@ reads its thread count when NumPy loads, after the flags are known.
 
 import argparse
 
-CONV = ("auto", "im2col", "winograd")
+CONV = ("auto", "direct", "im2col", "winograd")
 SPARSE_BACKENDS = ("auto", "native", "scipy", "numpy")
 
 
 def add_compute_flags(parser: argparse.ArgumentParser) -> None:
   """--conv and --sparse-backend, the CPU algorithms of the executor."""
   parser.add_argument("--conv", default="auto", choices=CONV,
-                      help="CPU convolution: winograd is ~1.4x faster and "
-                      "holds 16/9 of the conv weights (auto: winograd "
-                      "where the C kernels build)")
+                      help="CPU convolution: direct is the compiled "
+                      "kernel, winograd holds 16/9 of the conv weights "
+                      "(auto: direct where the C kernels build)")
   parser.add_argument("--sparse-backend", default="auto",
                       choices=SPARSE_BACKENDS,
                       help="CPU CSR path (auto: the compiled kernel where a "

@@ -12,15 +12,17 @@ between layers and calls.
 """
 
 import concurrent.futures
+import functools
 
 import numpy as np
 
 from facejax.executor import blas
 from facejax.executor import conv
+from facejax.executor import direct_conv
 from facejax.executor import sparse
 
 DEFAULT_TILE_BYTES = {"cpu": 4 << 20, "gpu": 64 << 20}
-CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+CONV_ALGORITHMS = ("auto", "direct", "im2col", "winograd")
 # Winograd pays off once the GEMM dominates its transforms (winograd.py):
 # on full VGG-16 from conv1_2 (64 channels) on; conv1_1 (3) stays im2col.
 WINOGRAD_MIN_CHANNELS = 64
@@ -50,9 +52,9 @@ class Executor:
   Attributes:
     blob: the ``Blob`` (kept for names and sizes; its pages are released).
     device: "cpu" or "gpu".
-    conv: "im2col" or "winograd", the CPU convolution ("auto" resolved:
-      Winograd where the compiled kernels build; it holds 16/9 of the
-      dense conv weights for ~1.4× the speed, see winograd.py).
+    conv: "direct", "im2col" or "winograd", the CPU convolution ("auto"
+      resolved: the compiled direct kernel where it builds, direct_conv.py;
+      Winograd holds 16/9 of the dense conv weights, see winograd.py).
     weight_bytes: bytes of the weights as held for computing.
     activation_bytes: bytes of arenas and scratch at the allocated batch.
   """
@@ -78,18 +80,28 @@ class Executor:
     self.height, self.width = blob.input_size
     self.layers = []
     self.weight_bytes = 0
-    if conv == "auto":
-      conv = "winograd" if device == "cpu" and _native_available() else (
-          "im2col")
+    if device == "gpu":
+      conv = "im2col"
+    elif conv == "auto":
+      conv = "direct" if _native_available() else "im2col"
     self.conv = conv
+    self.native = None
+    if conv == "direct":
+      from facejax.executor import native  # pylint: disable=g-import-not-at-top
+      self.native = native.load()
+      self.native.conv_team(threads)
+    self._direct_calls = {}  # (layer, batch) -> the prepared kernel call.
     height, width = self.height, self.width
     for spec in blob.layers:
-      winograd = (conv == "winograd" and device == "cpu" and
-                  spec["kind"] == "conv" and spec["storage"] == "dense" and
-                  spec["in"] >= WINOGRAD_MIN_CHANNELS and
-                  height % 2 == 0 and width % 2 == 0)
+      algorithm = "im2col"
+      if spec["kind"] == "conv" and spec["storage"] == "dense":
+        if conv == "direct":
+          algorithm = "direct"
+        elif (conv == "winograd" and spec["in"] >= WINOGRAD_MIN_CHANNELS
+              and height % 2 == 0 and width % 2 == 0):
+          algorithm = "winograd"
       self.layers.append((spec, self._prepare(spec, sparse_backend,
-                                              winograd)))
+                                              algorithm)))
       if spec["kind"] == "conv" and spec["pool_after"]:
         height, width = height // 2, width // 2
       if device == "cpu":
@@ -99,8 +111,12 @@ class Executor:
     self.batch = 0
     self.activation_bytes = 0
 
-  def _prepare(self, spec, backend, winograd=False):
-    """Weights of one layer in the form the forward pass uses."""
+  def _prepare(self, spec, backend, algorithm="im2col"):
+    """Weights of one layer in the form the forward pass uses.
+
+    ``algorithm`` ("im2col", "winograd" or "direct") applies to dense
+    convs; CSR layers and FC layers ignore it.
+    """
     xp, name = self.xp, spec["name"]
     # xp.array copies: compute from private memory, not the mapped file.
     bias = xp.array(self.blob.array(name, "bias"), dtype=np.float32)
@@ -108,7 +124,13 @@ class Executor:
     columns = spec["in"] * (9 if spec["kind"] == "conv" else 1)
     if spec["storage"] == "dense":
       kernel = self.blob.array(name, "kernel").reshape(columns, spec["out"])
-      if winograd:
+      if algorithm == "direct":
+        weight = direct_conv.DirectConv(
+            self.native, np.asarray(kernel, np.float32).reshape(
+                3, 3, spec["in"], spec["out"]), np.asarray(bias))
+        self.weight_bytes += weight.weight.nbytes  # Its bias is counted.
+        return weight, bias
+      if algorithm == "winograd":
         # pylint: disable=g-import-not-at-top
         from facejax.executor import native
         from facejax.executor import winograd as winograd_lib
@@ -134,7 +156,7 @@ class Executor:
     height, width, channels = self.height, self.width, 3
     sizes = [0, 0]
     plan = []  # (arena of input, input shape, tiles) per layer.
-    col_elems = out_elems = 0
+    col_elems = out_elems = pool_elems = 0
     if self.layers[0][0]["kind"] == "conv":
       shape = (batch, height + 2, width + 2, channels)
     else:  # An FC-only network reads the flat image.
@@ -145,10 +167,16 @@ class Executor:
       nxt = self.layers[i + 1][0] if i + 1 < len(self.layers) else None
       if spec["kind"] == "conv":
         weight = self.layers[i][1][0]
-        tiles = self._tiles(spec, weight, batch, height, width, channels)
-        col, out = conv.tile_elements(tiles, width, channels, spec["out"],
-                                      weight)
-        col_elems, out_elems = max(col_elems, col), max(out_elems, out)
+        if isinstance(weight, direct_conv.DirectConv):
+          tiles = None  # The kernel's jobs cut the layer (_direct_call).
+          if spec["pool_after"]:  # Full-resolution output, then the pool.
+            pool_elems = max(pool_elems,
+                             batch * height * width * spec["out"])
+        else:
+          tiles = self._tiles(spec, weight, batch, height, width, channels)
+          col, out = conv.tile_elements(tiles, width, channels, spec["out"],
+                                        weight)
+          col_elems, out_elems = max(col_elems, col), max(out_elems, out)
         if spec["pool_after"]:
           height, width = height // 2, width // 2
         channels = spec["out"]
@@ -165,12 +193,16 @@ class Executor:
     sizes[which] = max(sizes[which], int(np.prod(shape)))
     self.plan, self.output = plan, (which, shape)
     self.arenas = [xp.zeros(s, np.float32) for s in sizes]
+    workers = self.workers if col_elems or out_elems else 1
     self.buffers = [(xp.zeros(max(col_elems, 1), np.float32),
                      xp.zeros(max(out_elems * 3 // 2, 1), np.float32))
-                    for _ in range(self.workers)]
+                    for _ in range(workers)]
+    self.pool_scratch = xp.zeros(max(pool_elems, 1), np.float32)
+    self._direct_calls = {}  # Their pointers were into the old arenas.
     self.batch = batch
-    self.activation_bytes = sum(a.nbytes for a in self.arenas) + sum(
-        c.nbytes + o.nbytes for c, o in self.buffers)
+    self.activation_bytes = self.pool_scratch.nbytes + sum(
+        a.nbytes for a in self.arenas) + sum(
+            c.nbytes + o.nbytes for c, o in self.buffers)
 
   def _tiles(self, spec, weight, batch, height, width, channels):
     if hasattr(weight, "run_tile"):
@@ -222,10 +254,6 @@ class Executor:
         which, shape = self.output
       dst = self._view(which, (batch,) + shape[1:])
       if spec["kind"] == "conv":
-        tiles = self.plan[i][2]
-        if batch != self.batch:
-          tiles = self._tiles(spec, weight, batch, x.shape[1] - 2,
-                              x.shape[2] - 2, x.shape[3])
         if len(shape) == 4:
           conv.zero_border(xp, dst)
           target = dst[:, 1:-1, 1:-1]
@@ -233,6 +261,14 @@ class Executor:
           h = (x.shape[1] - 2) // (2 if spec["pool_after"] else 1)
           w = (x.shape[2] - 2) // (2 if spec["pool_after"] else 1)
           target = dst.reshape(batch, h, w, spec["out"])
+        if isinstance(weight, direct_conv.DirectConv):
+          self._direct_call(i, spec, weight, x, target)()
+          x = dst
+          continue
+        tiles = self.plan[i][2]
+        if batch != self.batch:
+          tiles = self._tiles(spec, weight, batch, x.shape[1] - 2,
+                              x.shape[2] - 2, x.shape[3])
         conv.conv3x3(xp, x, weight, bias, target, tiles, self.buffers,
                      relu=spec["relu"], pool=spec["pool_after"],
                      # A CSR conv splits its own rows over the pool.
@@ -245,6 +281,58 @@ class Executor:
     if xp is not np:
       return xp.asnumpy(logits)
     return logits.copy()
+
+  def _direct_call(self, i, spec, weight, padded, target):
+    """Layer ``i`` on the direct kernel (+ its 2×2 pool): a prepared call.
+
+    The kernel's jobs (pixel ranges × output-channel blocks, run by its C
+    thread team) write bias + ReLU into ``target``, or, before a pool,
+    into the full-resolution scratch, which ``pool_direct`` then reduces
+    in row bands over the worker threads. Prepared once per layer and
+    batch size: the arenas do not move until a larger batch comes.
+    """
+    key = (i, padded.shape[0])
+    if key in self._direct_calls:
+      return self._direct_calls[key]
+    batch, height, width = padded.shape[0], padded.shape[1] - 2, (
+        padded.shape[2] - 2)
+    out = spec["out"]
+    dst = target
+    if spec["pool_after"]:
+      dst = self.pool_scratch[:batch * height * width * out].reshape(
+          batch, height, width, out)
+    run = weight.runner(weight.jobs(padded, dst, (1, 1), relu=spec["relu"],
+                                    workers=self.threads))
+    if not spec["pool_after"]:
+      self._direct_calls[key] = run
+      return run
+    pool = self.native.pool_direct
+    elements = lambda view: [s // 4 for s in view.strides[:3]]
+    bands = []  # (images, pooled rows) per worker.
+    rows = height // 2
+    parts = max(1, min(self.threads, batch * rows))
+    for part in range(parts):
+      n0, n1 = batch * part // parts, batch * (part + 1) // parts
+      if batch >= parts:
+        bands.append((dst[n0:n1], target[n0:n1], n1 - n0, rows))
+      else:  # One image: bands of rows.
+        r0, r1 = rows * part // parts, rows * (part + 1) // parts
+        bands.append((dst[:, 2 * r0:], target[:, r0:], batch, r1 - r0))
+    calls = [functools.partial(pool, src.ctypes.data, *elements(src), n, r,
+                               width // 2, out, 2, 2, 2, 2, 1,
+                               band.ctypes.data, *elements(band))
+             for src, band, n, r in bands if n and r]
+
+    def run_and_pool():
+      run()
+      if self.pool is None or len(calls) == 1:
+        for call in calls:
+          call()
+      else:
+        for future in [self.pool.submit(call) for call in calls]:
+          future.result()
+    self._direct_calls[key] = run_and_pool
+    return run_and_pool
 
   def fc(self, spec, weight, bias, x, dst):
     """One fully connected layer (+ ReLU): dst = x @ W + b."""
