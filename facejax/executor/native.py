@@ -41,6 +41,13 @@ KERNELS = {
     (np.dtype(np.float32), np.dtype(np.int32)): "csr_f32_i32",
 }
 
+# (value dtype, index dtype) -> (CSC kernel, CSR-to-CSC conversion).
+CSC_KERNELS = {
+    key: (symbol.replace("csr_", "csc_"),
+          f"csc_from_csr_{key[0].itemsize}_{symbol[-3:]}")
+    for key, symbol in KERNELS.items()
+}
+
 _loaded = None  # The CDLL once loaded, or the NativeUnavailable raised.
 
 
@@ -108,6 +115,16 @@ def declare(lib: ctypes.CDLL) -> None:
     fn.argtypes = [pointer, pointer, pointer, size, size, pointer, size,
                    pointer]
     fn.restype = None
+  for symbol, convert in CSC_KERNELS.values():
+    fn = getattr(lib, symbol)
+    fn.argtypes = [pointer, pointer, pointer, size, size, pointer, size,
+                   pointer, pointer]
+    fn.restype = None
+    fn = getattr(lib, convert)
+    fn.argtypes = [pointer, pointer, pointer, size, size, size, pointer,
+                   pointer, pointer]
+    fn.restype = size
+  lib.sparse_vector_bits.restype = size
   lib.wino_input.argtypes = [pointer] + [size] * 7 + [pointer]
   lib.wino_output.argtypes = [pointer, pointer] + [size] * 6 + [pointer] + (
       [size] * 3)

@@ -6,7 +6,8 @@ CSR. Three paths, tried in this order by ``make_csr``:
 * Native (``csr_kernel.c``, compiled on first use by native.py): reads the
   stored dtypes (fp16 values, uint16 indices: 4 bytes per non-zero instead
   of 8), rows split by non-zeros over the thread pool; ctypes releases the
-  GIL during the call.
+  GIL during the call. By default each row block is held column-major
+  (CSC), so a batch-1 product skips the columns whose input is zero.
 * SciPy (float32 values, int32 indices): the rows are cut into one block
   per thread with equal non-zeros, and the blocks run in a thread pool —
   SciPy's sparsetools release the GIL, so the threads overlap.
@@ -23,6 +24,9 @@ _NUMPY_CHUNK_ELEMENTS = 1 << 20  # Bounds the gather buffer (4 MiB).
 # Below this many non-zeros per thread, handing rows to a pool costs more
 # than it saves (a submit is ~10 µs; 256 K non-zeros take ~100 µs).
 _MIN_NNZ_PER_THREAD = 1 << 18
+# A CSC block's uint16 row indices count from its first row.
+_UINT16_ROWS = 1 << 16
+LAYOUTS = ("csc", "csr")  # Of the native kernel's resident copy.
 
 
 def split_rows(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
@@ -82,28 +86,70 @@ class ScipyCSR:
 
 
 class NativeCSR:
-  """``x @ W`` through the compiled kernel, stored dtypes kept resident."""
+  """``x @ W`` through the compiled kernels, stored dtypes kept resident.
+
+  ``layout`` "csc" (the default) holds, instead of the CSR arrays, a
+  column-major copy of each thread's row range and at batch 1 reads only
+  the columns whose input is non-zero (the zeros ReLU leaves, EIE's
+  trick); "csr" keeps the CSR arrays and reads all of them. Only one
+  layout is resident, so both cost 4 bytes per non-zero (fp16 + uint16).
+  """
 
   def __init__(self, indptr, indices, data, columns, *, pool=None,
-               threads=1):
+               threads=1, layout="csc", lib=None):
+    """``lib``: a kernel library other than ``native.load()``'s (tests and
+    benchmarks build variants, e.g. without AVX-512)."""
     from facejax.executor import native  # pylint: disable=g-import-not-at-top
-    lib = native.load()
+    if layout not in LAYOUTS:
+      raise ValueError(f"layout {layout!r} not in {'/'.join(LAYOUTS)}")
+    lib = lib or native.load()
     key = (np.dtype(data.dtype), np.dtype(indices.dtype))
     if key not in native.KERNELS:
       raise native.NativeUnavailable(
           f"no kernel for {key[0]} values with {key[1]} indices")
-    self.kernel = getattr(lib, native.KERNELS[key])
+    self.layout = layout
     self.lanes = native.LANES
-    # Private copies: compute from memory, not the mapped file.
-    self.indptr = np.array(indptr, np.int64)
-    self.indices = np.array(indices)
-    self.data = np.array(data)
     self.rows = len(indptr) - 1
     self.columns = columns
     self.pool = pool
-    self.nbytes = self.indptr.nbytes + self.indices.nbytes + self.data.nbytes
-    parts = max(1, min(threads, int(self.indptr[-1]) // _MIN_NNZ_PER_THREAD))
-    self.row_blocks = split_rows(self.indptr, parts)
+    indptr = np.ascontiguousarray(indptr, np.int64)
+    parts = max(1, min(threads, int(indptr[-1]) // _MIN_NNZ_PER_THREAD))
+    self.row_blocks = split_rows(indptr, parts)
+    if layout == "csr":
+      self.kernel_name = native.KERNELS[key]
+      self.kernel = getattr(lib, self.kernel_name)
+      # Private copies: compute from memory, not the mapped file.
+      self.indptr = np.array(indptr, np.int64)
+      self.indices = np.array(indices)
+      self.data = np.array(data)
+      self.nbytes = (self.indptr.nbytes + self.indices.nbytes +
+                     self.data.nbytes)
+      return
+    self.kernel_name, convert = native.CSC_KERNELS[key]
+    self.kernel = getattr(lib, self.kernel_name)
+    indices = np.ascontiguousarray(indices)
+    data = np.ascontiguousarray(data)
+    if indices.dtype == np.uint16:  # Rows relative to the block's first.
+      self.row_blocks = [(a, min(a + _UINT16_ROWS, b)) for r0, b in
+                         self.row_blocks for a in range(r0, b, _UINT16_ROWS)]
+    # One array of each, column-major within each block, blocks in row
+    # order: data and indices mean what they mean in the CSR layout.
+    self.data = np.empty(len(data), data.dtype)
+    self.indices = np.empty(len(indices), indices.dtype)  # Relative rows.
+    self.blocks = []  # (row0, row1, colptr, rows, values, active scratch)
+    for r0, r1 in self.row_blocks:
+      s, e = int(indptr[r0]), int(indptr[r1])
+      block = (r0, r1, np.empty(columns + 1, np.int64), self.indices[s:e],
+               self.data[s:e], np.empty(columns + 16, np.int32))
+      if getattr(lib, convert)(indptr.ctypes.data, indices.ctypes.data,
+                               data.ctypes.data, r0, r1, columns,
+                               block[2].ctypes.data, block[3].ctypes.data,
+                               block[4].ctypes.data) != 0:
+        raise ValueError(f"CSR indices: a column index is not below "
+                         f"{columns}")
+      self.blocks.append(block)
+    self.nbytes = self.data.nbytes + self.indices.nbytes + sum(
+        b[2].nbytes for b in self.blocks)
 
   def matmul(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out (M, rows) = x (M, columns) @ W."""
@@ -120,18 +166,29 @@ class NativeCSR:
       xt[:, :m] = x.T
     direct = m == 1 and out.dtype == np.float32 and out.flags.c_contiguous
     yt = out if direct else np.empty((self.rows, lanes), np.float32)
-    args = (self.indptr.ctypes.data, self.indices.ctypes.data,
-            self.data.ctypes.data)
+    if self.layout == "csr":
+      args = (self.indptr.ctypes.data, self.indices.ctypes.data,
+              self.data.ctypes.data)
 
-    def run(block):
-      self.kernel(*args, block[0], block[1], xt.ctypes.data, lanes,
-                  yt.ctypes.data)
+      def run(block):
+        self.kernel(*args, block[0], block[1], xt.ctypes.data, lanes,
+                    yt.ctypes.data)
+      blocks = self.row_blocks
+    else:
+      row_bytes = lanes * 4  # One fp32 per image.
 
-    if self.pool is None or len(self.row_blocks) == 1:
-      for block in self.row_blocks:
+      def run(block):
+        r0, r1, colptr, rows, values, active = block
+        self.kernel(colptr.ctypes.data, rows.ctypes.data,
+                    values.ctypes.data, self.columns, r1 - r0,
+                    xt.ctypes.data, lanes, yt.ctypes.data + r0 * row_bytes,
+                    active.ctypes.data)
+      blocks = self.blocks
+    if self.pool is None or len(blocks) == 1:
+      for block in blocks:
         run(block)
     else:
-      for future in [self.pool.submit(run, b) for b in self.row_blocks]:
+      for future in [self.pool.submit(run, b) for b in blocks]:
         future.result()
     if not direct:
       out[...] = yt[:, :m].T
@@ -176,10 +233,11 @@ BACKENDS = ("auto", "native", "scipy", "numpy")
 
 
 def make_csr(indptr, indices, data, columns, *, backend="auto", pool=None,
-             threads=1):
+             threads=1, layout="csc"):
   """A CSR product object; ``backend`` is one of ``BACKENDS``.
 
   "auto" takes the native kernel where it builds, else SciPy, else NumPy.
+  ``layout`` (one of ``LAYOUTS``) is the native kernel's resident copy.
   """
   if backend not in BACKENDS:
     raise ValueError(f"sparse backend {backend!r} not in {'/'.join(BACKENDS)}")
@@ -187,7 +245,7 @@ def make_csr(indptr, indices, data, columns, *, backend="auto", pool=None,
     from facejax.executor import native  # pylint: disable=g-import-not-at-top
     try:
       return NativeCSR(indptr, indices, data, columns, pool=pool,
-                       threads=threads)
+                       threads=threads, layout=layout)
     except native.NativeUnavailable:
       if backend == "native":
         raise
