@@ -12,9 +12,19 @@ round-robin (benchmarks/interleaved.py), samples/s = batch / step time:
   trained;
 * ``resnet``: dlib's ResNet at 150×150 with a 50-class head, every layer
   trained (``:all_trained,resnet``'s rules, here all multipliers 1);
-* ``fc``: the VGG's fc6-fc8 trained on cached pool5 features (``start=
-  "pool5"``, the trainer's frozen-trunk path) against the same step
-  recomputing the frozen trunk from the images.
+* ``fc``: the trainer's own step for configs/finetune.py's ``fine_tuned``
+  (conv frozen, fc6-fc8 trained: FC-only training) and ``frozen`` (fc8
+  alone) setups, built as ``trainer.train_and_evaluate`` builds it
+  (``trainer.make_optimizer``, ``trainer.jit_train_step``, a host batch
+  gathered per step by ``splits.examples``/``parallel.global_batch``), on
+  cached pool5 features (``start="pool5"``) against recomputing the frozen
+  trunk from the images (``start=None``, what caching saves). Also: the
+  step before frozen parameters were skipped (``frozen=()``: every
+  parameter differentiated) recomputing the trunk, the earlier baseline;
+  and an empty jitted step over the same donated state, the dispatch
+  floor, and fc7's forward GEMM alone, the FLOP rate a cached step can
+  reach (both "samples/s" there are batch / time). ``--fc-torch`` adds
+  PyTorch on cached pool5.
 
 facejax: ``trainer.train_step`` under ``jax.jit`` with the state donated,
 ``optim.caffe_sgd`` (coupled L2 5e-4, decay_mult 0 on biases, momentum
@@ -47,7 +57,7 @@ CLASSES = 50
 DECAY = ((".*/bias", 0.0), (".*/scale", 0.0), (".*", 1.0))
 
 
-def jax_step(model, params, images, labels, *, start=None, frozen=None):
+def jax_step(model, params, images, labels):
   """A callable running one facejax train step (blocks until done)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -56,15 +66,15 @@ def jax_step(model, params, images, labels, *, start=None, frozen=None):
   from facejax.train import trainer  # pylint: disable=g-import-not-at-top
   # Its own copy: the step donates the state.
   params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-  mults = ((frozen, 0.0), (".*", 1.0)) if frozen else ((".*", 1.0),)
   tx = optim.caffe_sgd(params, schedule=optax.constant_schedule(1e-3),
-                       momentum=0.9, weight_decay=5e-4, lr_mults=mults,
+                       momentum=0.9, weight_decay=5e-4,
+                       lr_mults=((".*", 1.0),),
                        decay_mults=DECAY)
   state = {"params": params, "opt_state": tx.init(params),
            "step": jnp.int32(0)}
   mean = jnp.zeros(images.shape[1:], jnp.float32)
   step = jax.jit(functools.partial(trainer.train_step, model=model, tx=tx,
-                                   seed=0, start=start), donate_argnums=0)
+                                   seed=0, start=None), donate_argnums=0)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
   holder = [state]
 
@@ -190,6 +200,116 @@ def torch_resnet(width=1.0):
   return ResNet()
 
 
+FC_SETUPS = ("fine_tuned", "frozen")
+
+
+def _finetune_config(setup):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  try:
+    import finetune  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  return finetune.get_config(setup)
+
+
+def trainer_step(model, params, split, *, optimizer, start, frozen=None):
+  """A callable running one step of the trainer's loop (blocks until done).
+
+  As ``trainer.train_and_evaluate`` does it: ``make_optimizer`` on the
+  config's optimizer block, ``jit_train_step``, and per step the batch of
+  ``TrainBatches.indices_at(step)`` gathered on the host and handed to the
+  jitted step as NumPy. ``frozen=()`` differentiates every parameter (the
+  step as it was before frozen ones were skipped).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from facejax import parallel  # pylint: disable=g-import-not-at-top
+  from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from facejax.train import splits  # pylint: disable=g-import-not-at-top
+  from facejax.train import trainer  # pylint: disable=g-import-not-at-top
+  batch_size = 32
+  mesh = parallel.data_mesh()
+  _, tx, config_frozen = trainer.make_optimizer(optimizer, params, 7500)
+  step_fn = trainer.jit_train_step(
+      model, tx, seed=0, start=start,
+      frozen=config_frozen if frozen is None else frozen, mesh=mesh)
+  # Its own copy: the step donates the state.
+  params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  state = parallel.replicate({"params": params, "opt_state": tx.init(params),
+                              "step": jnp.int32(0)}, mesh)
+  mean = parallel.replicate(
+      jnp.zeros(split.images.shape[1:], jnp.float32), mesh)
+  batches = pipeline.TrainBatches(split.images, split.labels, batch_size)
+  sharding = parallel.batch_sharding(mesh)
+  holder = [state, 0]
+  example = jax.tree.map(jnp.asarray, splits.examples(
+      split, batches.indices_at(0))(np.arange(batch_size)))
+  cost = step_fn.lower(state, example, mean).compile().cost_analysis()
+
+  def run():
+    state, step = holder
+    batch = parallel.global_batch(
+        splits.examples(split, batches.indices_at(step)), batch_size,
+        sharding)
+    state, metrics = step_fn(state, batch, mean)
+    jax.block_until_ready(metrics["loss"])
+    holder[:] = [state, step + 1]
+  run.flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  return run
+
+
+def gemm_step(m=32, k=1024, n=1024):
+  """fc7's forward GEMM alone: the FLOP rate a cached step can reach."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  x, w = jnp.ones((m, k)), jnp.ones((k, n))
+  matmul = jax.jit(lambda x, w: x @ w)
+
+  def run():
+    jax.block_until_ready(matmul(x, w))
+  run.flops = 2.0 * m * k * n
+  return run
+
+
+def empty_step(params):
+  """A jitted step that only counts, over the same donated state tree."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+  step = jax.jit(lambda s, b: ({**s, "step": s["step"] + 1}, b["label"][0]),
+                 donate_argnums=0)
+  holder = [{"params": params, "step": jnp.int32(0)}]
+  label = {"label": np.zeros(32, np.int32)}
+
+  def run():
+    holder[0], out = step(holder[0], label)
+    jax.block_until_ready(out)
+  return run
+
+
+def fc_contenders(model, params, images, pool5, labels):
+  """``fc``'s contenders: each setup cached and recomputing the trunk."""
+  from facejax.data import dataset  # pylint: disable=g-import-not-at-top
+  # 8 batches of examples, drawn from the benchmark's batch, so that the
+  # host gathers a new batch every step as the loop does.
+  order = np.random.default_rng(1).integers(0, len(labels), 8 * len(labels))
+  image_split = dataset.Split(images[order], labels[order])
+  pool5_split = dataset.Split(pool5[order], labels[order])
+  contenders = {}
+  for setup in FC_SETUPS:
+    optimizer = _finetune_config(setup).optimizer
+    contenders[f"{setup}_cached_pool5"] = trainer_step(
+        model, params, pool5_split, optimizer=optimizer, start="pool5")
+    contenders[f"{setup}_recompute_trunk"] = trainer_step(
+        model, params, image_split, optimizer=optimizer, start=None)
+  contenders["fine_tuned_recompute_trunk_full_grad"] = trainer_step(
+      model, params, image_split, optimizer=_finetune_config(
+          "fine_tuned").optimizer, start=None, frozen=())
+  contenders["empty_step"] = empty_step(params)
+  contenders["gemm_32x1024x1024"] = gemm_step()
+  return contenders
+
+
 def _count(tree_or_module):
   if hasattr(tree_or_module, "parameters"):
     return sum(p.numel() for p in tree_or_module.parameters())
@@ -205,6 +325,8 @@ def main(argv=None):
   parser.add_argument("--models", nargs="+", default=["vgg", "resnet", "fc"],
                       choices=["vgg", "resnet", "fc"])
   parser.add_argument("--out-dir", default="/tmp/facejax_train")
+  parser.add_argument("--fc-torch", action="store_true",
+                      help="also time PyTorch on cached pool5 in 'fc'")
   args = parser.parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
   # pylint: disable=g-import-not-at-top
@@ -242,16 +364,11 @@ def main(argv=None):
       pool5 = model.apply({"params": params}, jnp.asarray(images),
                           return_features=True)[1]["pool5"]
       pool5 = np.asarray(pool5)
-      contenders = {
-          "facejax_cached_pool5": jax_step(model, params, pool5, labels,
-                                           start="pool5",
-                                           frozen="conv.*"),
-          "facejax_recompute_trunk": jax_step(model, params, images, labels,
-                                              frozen="conv.*"),
-          "torch_cached_pool5": torch_step(
-              torch_vgg(channels, vgg_config.fc_width, cells, True),
-              pool5, labels, False, args.threads),
-      }
+      contenders = fc_contenders(model, params, images, pool5, labels)
+      if args.fc_torch:
+        contenders["torch_cached_pool5"] = torch_step(
+            torch_vgg(channels, vgg_config.fc_width, cells, True),
+            pool5, labels, False, args.threads)
       peer_counts = {}
     else:
       module = (torch_vgg(channels, vgg_config.fc_width, cells)
@@ -267,9 +384,25 @@ def main(argv=None):
     rows = {k: {**v, "samples_per_s_median": args.batch / v["median_ms"] *
                 1e3, "samples_per_s_max": args.batch / v["min_ms"] * 1e3}
             for k, v in timing.items()}
+    for k, fn in contenders.items():
+      if hasattr(fn, "flops"):  # XLA's cost analysis of the compiled step.
+        rows[k]["gflop"] = fn.flops / 1e9
+        rows[k]["gflop_per_s_median"] = fn.flops / timing[k]["median_ms"] / 1e6
+        rows[k]["gflop_per_s_max"] = fn.flops / timing[k]["min_ms"] / 1e6
     if name == "fc":
-      base = rows["facejax_recompute_trunk"]
-      ratio_to = "facejax_recompute_trunk"
+      # Caching's gain: each setup's cached step against its own step
+      # recomputing the trunk.
+      for setup in FC_SETUPS:
+        for suffix in ("recompute_trunk", "recompute_trunk_full_grad"):
+          if f"{setup}_{suffix}" not in rows:
+            continue
+          for stat, key in (("median", "samples_per_s_median"),
+                            ("max", "samples_per_s_max")):
+            rows[f"{setup}_cached_pool5"][f"speed_vs_{suffix}_{stat}"] = (
+                rows[f"{setup}_cached_pool5"][key] /
+                rows[f"{setup}_{suffix}"][key])
+      base = rows["fine_tuned_recompute_trunk"]
+      ratio_to = "fine_tuned_recompute_trunk"
     else:
       torch_best = max((k for k in rows if k.startswith("torch")),
                        key=lambda k: rows[k]["samples_per_s_median"])
@@ -289,6 +422,17 @@ def main(argv=None):
             f"{r['samples_per_s_max']:9.1f}   "
             f"{r[f'speed_vs_{ratio_to}_median']:6.2f}× "
             f"{r[f'speed_vs_{ratio_to}_max']:6.2f}×")
+    for k, r in rows.items():
+      if "gflop" in r:
+        print(f"  {k:26} {r['gflop']:.3f} GFLOP, "
+              f"{r['gflop_per_s_median']:.1f} / {r['gflop_per_s_max']:.1f} "
+              "GFLOP/s")
+    for k, r in rows.items():
+      for suffix in ("recompute_trunk", "recompute_trunk_full_grad"):
+        if f"speed_vs_{suffix}_median" in r:
+          print(f"  {k} vs {k.split('_cached')[0]}_{suffix}: "
+                f"{r[f'speed_vs_{suffix}_median']:.2f}× median, "
+                f"{r[f'speed_vs_{suffix}_max']:.2f}× best")
   results["load_average_end"] = os.getloadavg()
   print(f"\nload average {results['load_average_start']} -> "
         f"{results['load_average_end']}")

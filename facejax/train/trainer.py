@@ -59,31 +59,62 @@ def total_steps(train_config, num_train_examples: int) -> int:
   return max(int(math.ceil(train_config.num_epochs * steps_per_epoch)), 1)
 
 
+def make_optimizer(optimizer_config, abstract_params, steps: int):
+  """``(schedule, tx, frozen)``: ``config.optimizer``'s Caffe SGD and the
+  names of the parameters its rules freeze (``lr_mult`` 0)."""
+  schedule = optim.lr_schedule(optimizer_config.base_lr, steps,
+                               optimizer_config.lr_drops,
+                               optimizer_config.lr_drop_factor)
+  tx = optim.caffe_sgd(abstract_params, schedule=schedule,
+                       momentum=optimizer_config.momentum,
+                       weight_decay=optimizer_config.weight_decay,
+                       lr_mults=optimizer_config.lr_mults,
+                       decay_mults=optimizer_config.decay_mults)
+  frozen = optim.frozen_names(abstract_params, optimizer_config.lr_mults)
+  return schedule, tx, tuple(frozen)
+
+
 # --- Step functions ----------------------------------------------------------
 
 
 def train_step(state, batch, mean_image, *, model, tx, seed: int,
-               start: str | None):
+               start: str | None, frozen: tuple[str, ...] = ()):
   """One SGD step on a batch; returns the new state and train metrics.
 
   ``start`` names the cut whose cached features the batch holds instead
-  of images (frozen trunk, §3.1), or is None.
+  of images (frozen trunk, §3.1), or is None. ``frozen`` names the
+  parameters whose ``lr_mult`` is 0 (``optim.frozen_names``): the step
+  neither differentiates nor updates them, so a frozen layer costs its
+  forward pass alone (no weight gradient, no backward pass below the
+  lowest trained layer, no zero update written back). Their optimizer
+  state is ``tx``'s as before (``caffe_sgd`` holds none for them), so
+  checkpoints keep their tree. ``grad_norm`` is the trained parameters'.
   """
   inputs = _network_input(batch["image"], mean_image, start)
   dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+  is_frozen = tree_lib.map_with_names(lambda name, _: name in frozen,
+                                      state["params"])
+  trained, fixed = _partition(is_frozen, state["params"])
 
-  def loss_fn(params):
+  def loss_fn(trained):
+    params = _merge(is_frozen, trained, fixed)
     logits = model.apply({"params": params}, inputs, train=True,
                          start=start, rngs={"dropout": dropout_rng})
     return losses.softmax_loss(logits, batch["label"]), logits
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state["params"])
+  (loss, logits), trained_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      trained)
+  # ``tx`` routes frozen leaves to ``optax.set_to_zero``: their zero
+  # gradients are constants, and the updates they give are dropped below,
+  # so XLA computes nothing for them.
+  grads = _merge(is_frozen, trained_grads,
+                 jax.tree.map(jnp.zeros_like, fixed))
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-  params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-  new_state = {"params": params, "opt_state": opt_state,
-               "step": state["step"] + 1}
-  grad_norm = optim.global_norm(grads)
+  trained = jax.tree.map(lambda p, u: p + u, trained,
+                         _partition(is_frozen, updates)[0])
+  new_state = {"params": _merge(is_frozen, trained, fixed),
+               "opt_state": opt_state, "step": state["step"] + 1}
+  grad_norm = optim.global_norm(trained_grads)
   train_metrics = {
       "loss": loss,
       "top1": losses.topk_correct(logits, batch["label"], 1).mean(),
@@ -93,6 +124,34 @@ def train_step(state, batch, mean_image, *, model, tx, seed: int,
       FINITE: jnp.isfinite(loss) & jnp.isfinite(grad_norm),
   }
   return new_state, train_metrics
+
+
+def _partition(is_frozen, tree):
+  """``(trained, frozen)``: ``tree`` twice, None where the other has a leaf."""
+  return (jax.tree.map(lambda f, x: None if f else x, is_frozen, tree),
+          jax.tree.map(lambda f, x: x if f else None, is_frozen, tree))
+
+
+def _merge(is_frozen, trained, frozen):
+  """The tree ``_partition`` split."""
+  return jax.tree.map(lambda f, t, x: x if f else t, is_frozen, trained,
+                      frozen, is_leaf=lambda x: x is None)
+
+
+def jit_train_step(model, tx, *, seed: int, start: str | None,
+                   frozen: tuple[str, ...], mesh):
+  """``train_step`` compiled as the loop runs it.
+
+  The batch is split over ``mesh``'s devices and the state replicated, so
+  the gradient's mean over the batch becomes an all-reduce; the state is
+  donated.
+  """
+  replicated = parallel.replicated(mesh)
+  return jax.jit(functools.partial(
+      train_step, model=model, tx=tx, seed=seed, start=start,
+      frozen=tuple(frozen)),
+      in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def eval_step(params, batch, mean_image, *, model, start: str | None):
@@ -172,18 +231,11 @@ def _train_and_evaluate(config, workdir, allow_config_change):
   abstract_params = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))
   )["params"]
-  schedule = optim.lr_schedule(config.optimizer.base_lr, steps,
-                               config.optimizer.lr_drops,
-                               config.optimizer.lr_drop_factor)
-  tx = optim.caffe_sgd(abstract_params, schedule=schedule,
-                       momentum=config.optimizer.momentum,
-                       weight_decay=config.optimizer.weight_decay,
-                       lr_mults=config.optimizer.lr_mults,
-                       decay_mults=config.optimizer.decay_mults)
+  schedule, tx, frozen = make_optimizer(config.optimizer, abstract_params,
+                                        steps)
   pruner = make_pruner(config.pruning, steps)
   if pruner is not None:
     tx = pruner.wrap(tx)
-  frozen = optim.frozen_names(abstract_params, config.optimizer.lr_mults)
   cut = family.frozen_cut(
       [name for name, _ in tree_lib.named_leaves(abstract_params)], frozen)
   start = cut.name if cut and config.train.cache_frozen_features else None
@@ -244,12 +296,8 @@ def _train_and_evaluate(config, workdir, allow_config_change):
         for s in (data.train, data.test, data.val))
 
   # --- Step functions --------------------------------------------------------
-  # Batch split over the devices, state replicated: the gradient's mean
-  # over the batch becomes an all-reduce.
-  jit_train = jax.jit(functools.partial(
-      train_step, model=model, tx=tx, seed=config.seed, start=start),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+  jit_train = jit_train_step(model, tx, seed=config.seed, start=start,
+                             frozen=frozen, mesh=mesh)
   jit_eval = jax.jit(functools.partial(eval_step, model=model, start=start),
                      in_shardings=(replicated, batch_sharding, replicated),
                      out_shardings=replicated)
