@@ -90,7 +90,6 @@ class Executor:
       from facejax.executor import native  # pylint: disable=g-import-not-at-top
       self.native = native.load()
       self.native.conv_team(threads)
-    self._direct_calls = {}  # (layer, batch) -> the prepared kernel call.
     height, width = self.height, self.width
     for spec in blob.layers:
       algorithm = "im2col"
@@ -198,7 +197,8 @@ class Executor:
                      xp.zeros(max(out_elems * 3 // 2, 1), np.float32))
                     for _ in range(workers)]
     self.pool_scratch = xp.zeros(max(pool_elems, 1), np.float32)
-    self._direct_calls = {}  # Their pointers were into the old arenas.
+    # (layer, batch) -> prepared kernel call; pointers into these arenas.
+    self._direct_calls = {}
     self.batch = batch
     self.activation_bytes = self.pool_scratch.nbytes + sum(
         a.nbytes for a in self.arenas) + sum(
