@@ -151,16 +151,21 @@ def test_tile_plans_bound_the_scratch():
   assert [(t.n0, t.n1) for t in tiles] == [(0, 2), (2, 4), (4, 6), (6, 8)]
 
 
-@pytest.mark.parametrize("batch", [1, 8])
-def test_winograd_matches_jax(setup, batch, monkeypatch):
-  """Every conv but the pruned CSR one through F(2×2, 3×3), with and
-  without the fused pool, against the JAX model."""
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("tile", [4, 2])
+def test_winograd_matches_jax(setup, batch, tile, monkeypatch):
+  """The default (conv="auto"): the layers whose channels fill the
+  register block by Winograd F(4×4) or, forced, F(2×2), pool fused, the
+  rest direct; dense and pruned, against the JAX model."""
   from facejax.executor import native  # pylint: disable=g-import-not-at-top
+  from facejax.executor import winograd  # pylint: disable=g-import-not-at-top
   try:
     native.load()
   except native.NativeUnavailable as e:
     pytest.skip(f"compiled kernels unavailable: {e}")
-  monkeypatch.setattr(network, "WINOGRAD_MIN_CHANNELS", 1)
+  choose = winograd.choose_tile
+  monkeypatch.setattr(winograd, "choose_tile", lambda *a: choose(*a) and (
+      tile if a[3] % tile == 0 and a[4] % tile == 0 else None))
   for params, masks, ref in ((setup["dense"], None, setup["ref_dense"]),
                              (setup["pruned"], setup["masks"],
                               setup["ref_pruned"])):
@@ -169,9 +174,14 @@ def test_winograd_matches_jax(setup, batch, monkeypatch):
                           mean_image=setup["mean"],
                           class_names=[f"id{i}" for i in range(CLASSES)],
                           precision="fp32")
-    executor = network.Executor(blob_lib.open_blob(path), conv="winograd")
+    executor = network.Executor(blob_lib.open_blob(path))
+    assert executor.conv == "winograd"
     kinds = {s["name"]: type(w).__name__ for s, (w, _) in executor.layers}
-    assert kinds["conv1_1"] == kinds["conv5_3"] == "WinogradConv"
+    # Width 0.125: conv5 has 64 channels, a multiple of every NR.
+    assert kinds["conv5_3"] == "WinogradConv", kinds
+    assert kinds["conv1_1"] == "DirectConv", kinds
+    assert {w.m for _, (w, _) in executor.layers
+            if isinstance(w, winograd.WinogradConv)} == {tile}
     logits = np.concatenate([
         executor.forward(setup["images"][i:i + batch])
         for i in range(0, len(setup["images"]), batch)])
@@ -210,7 +220,8 @@ def test_direct_conv_matches_jax(setup, batch, threads):
                           mean_image=setup["mean"],
                           class_names=[f"id{i}" for i in range(CLASSES)],
                           precision="fp32")
-    executor = network.Executor(blob_lib.open_blob(path), threads=threads)
+    executor = network.Executor(blob_lib.open_blob(path), threads=threads,
+                                conv="direct")
     assert executor.conv == "direct"
     kinds = {s["name"]: type(w).__name__ for s, (w, _) in executor.layers}
     assert kinds["conv1_1"] == kinds["conv5_3"] == "DirectConv"

@@ -1,4 +1,5 @@
-"""The direct conv and pool kernels (conv_kernel.c) against float64 NumPy."""
+"""The direct conv, Winograd and pool kernels (conv_kernel.c,
+winograd_kernel.c) against float64 NumPy."""
 
 import ctypes
 
@@ -7,6 +8,7 @@ import pytest
 
 from facejax.executor import direct_conv
 from facejax.executor import native
+from facejax.executor import winograd
 
 try:
   native.load()
@@ -129,3 +131,94 @@ def test_pool_matches_numpy(library, is_max, size, window, stride):
   library.pool_direct(x.ctypes.data, *elem(x), 2, o, o, 24, window, window,
                       stride, stride, is_max, y.ctypes.data, *elem(y))
   np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+
+
+def _conv3x3_float64(x, kernel, bias, relu, pool):
+  """Stride-1, pad-1 3×3 conv (+ 2×2 max-pool, + ReLU) in float64."""
+  n, h, w, _ = x.shape
+  xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = sum(np.einsum("nhwc,ck->nhwk", xp[:, r:r + h, s:s + w],
+                    kernel[r, s].astype(np.float64))
+          for r in range(3) for s in range(3)) + bias
+  if pool:
+    y = y.reshape(n, h // 2, 2, w // 2, 2, -1).max(axis=(2, 4))
+  return np.maximum(y, 0) if relu else y
+
+
+def test_winograd_kernel_transform_is_exact():
+  """G g Gᵀ, then Bᵀ d B and Aᵀ (·) A in float64, is the 3×3 correlation:
+  the matrices of winograd_kernel.c's transforms (restated from Lavin &
+  Gray, Table 1 and eq. 7) against np.correlate-style sums."""
+  bt = {4: np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+                     [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                     [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float),
+        2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
+                     [0, 1, 0, -1]], float)}
+  at = {4: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+                     [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], float),
+        2: np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)}
+  rng = np.random.default_rng(0)
+  for m in (4, 2):
+    g = rng.standard_normal((3, 3, 1, 1))
+    d = rng.standard_normal((m + 2, m + 2))
+    v = winograd.transform_kernel(g, m).reshape(m + 2, m + 2)
+    y = at[m] @ (v * (bt[m] @ d @ bt[m].T)) @ at[m].T
+    ref = [[(d[i:i + 3, j:j + 3] * g[..., 0, 0]).sum() for j in range(m)]
+           for i in range(m)]
+    np.testing.assert_allclose(y, ref, atol=1e-5)  # v is float32.
+
+
+# (batch, height, width, C, K, m, pool, relu) in units of the vector:
+# channel counts are multiples of LANES and NR of the library at hand.
+WINOGRAD_CASES = [(1, 16, 16, 1, 1, 4, False, True),
+                  (2, 8, 24, 2, 2, 4, True, True),
+                  (1, 12, 20, 1, 3, 4, True, False),
+                  (3, 6, 10, 3, 1, 2, False, False),
+                  (1, 14, 14, 2, 2, 2, True, True)]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+@pytest.mark.parametrize("workers,band_bytes", [(1, 4 << 20), (2, 4 << 20),
+                                                (2, 30000)])
+def test_winograd_conv_matches_float64(library, case, workers, band_bytes):
+  """Both tile sizes, fused pool and ReLU, batches, uneven bands (small
+  ``band_bytes`` cuts the layer into many), into a strided output view;
+  max error against float64 relative to the outputs' scale."""
+  n, h, w, c_units, k_units, m, pool, relu = case
+  nr = int(library.conv_block_channels())
+  channels, out = c_units * nr // 2, k_units * nr
+  rng = np.random.default_rng(sum(case[:5]))
+  x = rng.standard_normal((n, h, w, channels)).astype(np.float32)
+  kernel = (rng.standard_normal((3, 3, channels, out)) /
+            np.sqrt(9 * channels)).astype(np.float32)
+  bias = rng.standard_normal(out).astype(np.float32)
+  padded = np.zeros((n, h + 2, w + 2, channels), np.float32)
+  padded[:, 1:-1, 1:-1] = x
+  oh, ow = (h // 2, w // 2) if pool else (h, w)
+  frame = np.full((n, oh + 2, ow + 2, out), np.nan, np.float32)
+  dst = frame[:, 1:-1, 1:-1]  # The next layer's zero-bordered arena.
+  conv = winograd.WinogradConv(library, kernel, bias, m)
+  scratch = np.full(conv.scratch_elements(n, h, w, workers=workers,
+                                          band_bytes=band_bytes), np.nan,
+                    np.float32)
+  conv.runner(conv.jobs(padded, dst, scratch, relu=relu, pool=pool,
+                        workers=workers, band_bytes=band_bytes))()
+  ref = _conv3x3_float64(x, kernel, bias, relu, pool)
+  error = np.abs(dst - ref).max() / np.abs(ref).max()
+  assert error < (2e-6 if m == 2 else 1e-5), error
+  assert np.isnan(frame[:, 0]).all() and np.isnan(frame[:, :, -1]).all()
+
+
+def test_winograd_choice_and_refusals(library):
+  nr = int(library.conv_block_channels())
+  lanes = nr // 2
+  # VGG-16 at 224: F(4×4) to conv4_1, F(2×2) for conv4_2/3, conv5 direct.
+  assert winograd.choose_tile(library, 256, 512, 28, 28) == 4
+  assert winograd.choose_tile(library, 512, 512, 28, 28) == 2
+  assert winograd.choose_tile(library, 512, 512, 14, 14) is None
+  assert winograd.choose_tile(library, 3, 64, 224, 224) is None  # conv1_1
+  assert winograd.choose_tile(library, lanes, nr, 10, 10) is None
+  with pytest.raises(ValueError, match="register block"):
+    winograd.WinogradConv(library, np.zeros((3, 3, lanes, nr + 1),
+                                            np.float32),
+                          np.zeros(nr + 1, np.float32), 4)

@@ -32,7 +32,7 @@ def plan_tiles(batch, height, width, channels, *, pool, tile_bytes,
   With several workers a single image is cut into at least
   ``tiles_per_worker`` tiles per worker, so that no worker idles while
   another finishes the layer. ``pixel_columns`` is the scratch per output
-  pixel in elements (im2col: 9·C; winograd.py asks for its own).
+  pixel in elements (im2col: 9·C).
   """
   row_bytes = width * (pixel_columns or 9 * channels) * itemsize
   step = 2 if pool else 1
@@ -48,11 +48,9 @@ def plan_tiles(batch, height, width, channels, *, pool, tile_bytes,
           for n in range(batch) for r in range(0, height, rows)]
 
 
-def tile_elements(tiles, width, channels, out_channels, weight=None):
+def tile_elements(tiles, width, channels, out_channels):
   """(im2col, GEMM output) elements the largest tile needs."""
   pixels = max((t.n1 - t.n0) * (t.r1 - t.r0) for t in tiles) * width
-  if hasattr(weight, "scratch_elements"):  # Another algorithm (winograd.py).
-    return weight.scratch_elements(pixels, channels, out_channels)
   return pixels * 9 * channels, pixels * out_channels
 
 
@@ -96,10 +94,6 @@ def conv3x3(xp, padded, weight, bias, dst, tiles, buffers, *, relu=True,
       strides=(s_n, s_h, s_w, s_h, s_w, s_c))
 
   def one_tile(t, col_buffer, out_buffer):
-    if hasattr(weight, "run_tile"):
-      weight.run_tile(padded, t, col_buffer, out_buffer, bias, dst,
-                      relu=relu, pool=pool)
-      return
     n, rows = t.n1 - t.n0, t.r1 - t.r0
     m = n * rows * width
     cols = col_buffer[:m * 9 * channels].reshape(

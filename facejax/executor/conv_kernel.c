@@ -12,10 +12,7 @@
  * zero-extending add where only channels differ) and ReLU are applied to
  * the registers before the one store.
  *
- * Registers: 2 vectors of output channels (NR = 2 * lanes) by MR pixels,
- * MR = 14 with AVX-512 (28 of 32 zmm accumulate), 6 with AVX2 (12 of 16
- * ymm), 12 with NEON (24 of 32 q). The vector type is GCC's generic
- * vector, so the same source is AVX-512, AVX2 or NEON code.
+ * Registers: MR pixels by NR channels (kernel_simd.h).
  *
  * Weights are packed at load (graph_steps.py) as (K/NR, kh, kw, C, NR)
  * float32, output channels padded with zeros to a multiple of NR, bias
@@ -25,28 +22,9 @@
  * column) range and channel blocks [kb0, kb1): Python worker threads
  * split either, and ctypes releases the GIL for the call.
  */
-#include <stdint.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
-#define FJ_VBYTES 64
-#define FJ_MR 14
-#elif defined(__AVX__)
-#define FJ_VBYTES 32
-#define FJ_MR 6
-#elif defined(__ARM_NEON) || defined(__aarch64__)
-#define FJ_VBYTES 16
-#define FJ_MR 12
-#else
-#define FJ_VBYTES 16
-#define FJ_MR 6
-#endif
-#define FJ_LANES (FJ_VBYTES / 4)
-#define FJ_NR (2 * FJ_LANES)
-
-typedef float vf __attribute__((vector_size(FJ_VBYTES)));
-typedef float vfu __attribute__((vector_size(FJ_VBYTES), aligned(4)));
-typedef int32_t vi __attribute__((vector_size(FJ_VBYTES)));
+#include "kernel_simd.h"
 
 int64_t conv_block_channels(void) { return FJ_NR; }
 int64_t conv_block_pixels(void) { return FJ_MR; }
@@ -59,17 +37,12 @@ enum {
   P_W, P_K, P_KB0, P_KB1, P_BIAS,
   P_ADD, P_AN, P_AH, P_AW, P_ADDC, /* residual (0: none), channels */
   P_RELU, P_Y, P_YN, P_YH, P_YW,
+  P_OP, /* FJ_OP_CONV; the team also runs winograd_kernel.c's jobs */
   P_FIELDS
 };
+_Static_assert(P_OP == FJ_JOB_OP && P_FIELDS == FJ_JOB_FIELDS,
+               "conv jobs are team jobs");
 int64_t conv_fields(void) { return P_FIELDS; }
-
-static inline vf load(const float *p) { return *(const vfu *)p; }
-static inline void store(float *p, vf v) { *(vfu *)p = v; }
-
-static inline vf relu_v(vf v) {
-  const vf zero = {0};
-  return (vf)((vi)v & (vi)(v > zero));
-}
 
 /* One output vector (LANES channels from k0) of one pixel: epilogue. */
 static inline void finish(vf v, const float *restrict bias, int64_t k0,
@@ -229,6 +202,14 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+static void run_job(const int64_t *p) {
+  switch (p[P_OP]) {
+    case FJ_OP_WINO_INPUT: wino_input(p); break;
+    case FJ_OP_WINO_OUTPUT: wino_output(p); break;
+    default: conv_direct(p); break;
+  }
+}
+
 /* Runs jobs of generation ``gen`` until none is left. */
 static void drain(uint64_t gen) {
   uint64_t t = atomic_load(&team_ticket);
@@ -236,7 +217,7 @@ static void drain(uint64_t gen) {
     const uint64_t njobs = (t >> 16) & 0xffff, next = t & 0xffff;
     if ((t >> 32) != gen || next >= njobs) return;
     if (!atomic_compare_exchange_weak(&team_ticket, &t, t + 1)) continue;
-    conv_direct(atomic_load(&team_jobs) + next * P_FIELDS);
+    run_job(atomic_load(&team_jobs) + next * P_FIELDS);
     atomic_fetch_add(&team_done, 1);
     t = atomic_load(&team_ticket);
   }
@@ -290,7 +271,7 @@ int64_t conv_team(int64_t threads) {
  * calling thread; one caller at a time (the executor's forward holds it). */
 void conv_run(const int64_t *jobs, int64_t njobs) {
   if (njobs == 1 || !team_helpers) {
-    for (int64_t j = 0; j < njobs; ++j) conv_direct(jobs + j * P_FIELDS);
+    for (int64_t j = 0; j < njobs; ++j) run_job(jobs + j * P_FIELDS);
     return;
   }
   const uint64_t gen = (atomic_load(&team_ticket) >> 32) + 1;

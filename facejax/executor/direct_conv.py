@@ -15,6 +15,7 @@ import numpy as np
 # A job below this many multiply-adds is not split further (~3 µs).
 MIN_JOB_MACS = 1 << 20
 JOBS_PER_WORKER = 4  # Finer than one each: a busy core takes fewer.
+OP_CONV = 0  # The job's last field (kernel_simd.h): a direct conv.
 
 
 class DirectConv:
@@ -84,7 +85,7 @@ class DirectConv:
             0 if add is None else add.ctypes.data,
             *(elem(add) if add is not None else (0, 0, 0)),
             0 if add is None else add.shape[3], int(relu), dst.ctypes.data,
-            *elem(dst)]
+            *elem(dst), OP_CONV]
     assert len(base) == self.fields, (len(base), self.fields)
     rows = []
     cuts = np.linspace(0, blocks, block_parts + 1).round().astype(int)

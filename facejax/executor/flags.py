@@ -14,8 +14,10 @@ def add_compute_flags(parser: argparse.ArgumentParser) -> None:
   """--conv and --sparse-backend, the CPU algorithms of the executor."""
   parser.add_argument("--conv", default="auto", choices=CONV,
                       help="CPU convolution: direct is the compiled "
-                      "kernel, winograd holds 16/9 of the conv weights "
-                      "(auto: direct where the C kernels build)")
+                      "kernel; winograd runs F(4x4)/F(2x2) on it where a "
+                      "layer's shape fits and holds 4x (16/9x) of those "
+                      "conv weights (auto: winograd where the C kernels "
+                      "build)")
   parser.add_argument("--sparse-backend", default="auto",
                       choices=SPARSE_BACKENDS,
                       help="CPU CSR path (auto: the compiled kernel where a "

@@ -1,7 +1,8 @@
 """Builds and loads the compiled kernels: CSR, Winograd, direct conv.
 
 ``csr_kernel.c``, ``winograd_kernel.c`` and ``conv_kernel.c`` (with its
-thread team, hence ``-pthread``) are compiled into one library
+thread team, hence ``-pthread``; the last two share ``kernel_simd.h``)
+are compiled into one library
 on first use with the machine's C compiler (``cc``, or ``$CC``), for the
 machine it runs on (``-march=native``; on a Jetson that
 is the Cortex-A57/Carmel of the board), cached under
@@ -29,6 +30,7 @@ import numpy as np
 SOURCES = tuple(os.path.join(os.path.dirname(__file__), name)
                 for name in ("csr_kernel.c", "winograd_kernel.c",
                                 "conv_kernel.c"))
+HEADERS = (os.path.join(os.path.dirname(__file__), "kernel_simd.h"),)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
 LANES = 8  # Images per register block in the batched kernel (csr_kernel.c).
 _DISABLE_ENV = "FACEJAX_NATIVE"
@@ -76,7 +78,7 @@ def library_path(compiler: str) -> str:
   except (OSError, subprocess.SubprocessError) as e:
     raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
   key = hashlib.sha256()
-  for source in SOURCES:
+  for source in SOURCES + HEADERS:
     with open(source, "rb") as f:
       key.update(f.read())
   for part in (version, " ".join(FLAGS), platform.machine(), platform.node()):
@@ -125,13 +127,11 @@ def declare(lib: ctypes.CDLL) -> None:
                    pointer, pointer]
     fn.restype = size
   lib.sparse_vector_bits.restype = size
-  lib.wino_input.argtypes = [pointer] + [size] * 7 + [pointer]
-  lib.wino_output.argtypes = [pointer, pointer] + [size] * 6 + [pointer] + (
-      [size] * 3)
-  lib.wino_input.restype = lib.wino_output.restype = None
-  lib.conv_direct.argtypes = [pointer]
+  for symbol in ("wino_input", "wino_output", "conv_direct"):
+    getattr(lib, symbol).argtypes = [pointer]
+    getattr(lib, symbol).restype = None
   lib.conv_run.argtypes = [pointer, size]
-  lib.conv_direct.restype = lib.conv_run.restype = None
+  lib.conv_run.restype = None
   lib.conv_team.argtypes = [size]
   lib.pool_direct.argtypes = [pointer] + [size] * 12 + [pointer] + [size] * 3
   lib.pool_direct.restype = None

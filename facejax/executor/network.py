@@ -20,12 +20,10 @@ from facejax.executor import blas
 from facejax.executor import conv
 from facejax.executor import direct_conv
 from facejax.executor import sparse
+from facejax.executor import winograd
 
 DEFAULT_TILE_BYTES = {"cpu": 4 << 20, "gpu": 64 << 20}
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "winograd")
-# Winograd pays off once the GEMM dominates its transforms (winograd.py):
-# on full VGG-16 from conv1_2 (64 channels) on; conv1_1 (3) stays im2col.
-WINOGRAD_MIN_CHANNELS = 64
 
 
 def _import_cupy():
@@ -53,8 +51,9 @@ class Executor:
     blob: the ``Blob`` (kept for names and sizes; its pages are released).
     device: "cpu" or "gpu".
     conv: "direct", "im2col" or "winograd", the CPU convolution ("auto"
-      resolved: the compiled direct kernel where it builds, direct_conv.py;
-      Winograd holds 16/9 of the dense conv weights, see winograd.py).
+      resolved: Winograd where the compiled kernels build; it runs the
+      layers whose shape fits (winograd.choose_tile) and leaves the rest,
+      VGG's conv1_1 and conv5, to the direct kernel, direct_conv.py).
     weight_bytes: bytes of the weights as held for computing.
     activation_bytes: bytes of arenas and scratch at the allocated batch.
   """
@@ -83,10 +82,10 @@ class Executor:
     if device == "gpu":
       conv = "im2col"
     elif conv == "auto":
-      conv = "direct" if _native_available() else "im2col"
+      conv = "winograd" if _native_available() else "im2col"
     self.conv = conv
     self.native = None
-    if conv == "direct":
+    if conv in ("direct", "winograd"):
       from facejax.executor import native  # pylint: disable=g-import-not-at-top
       self.native = native.load()
       self.native.conv_team(threads)
@@ -94,11 +93,11 @@ class Executor:
     for spec in blob.layers:
       algorithm = "im2col"
       if spec["kind"] == "conv" and spec["storage"] == "dense":
-        if conv == "direct":
+        if conv == "winograd":
+          algorithm = winograd.choose_tile(self.native, spec["in"],
+                                           spec["out"], height, width)
+        if conv == "direct" or (conv == "winograd" and not algorithm):
           algorithm = "direct"
-        elif (conv == "winograd" and spec["in"] >= WINOGRAD_MIN_CHANNELS
-              and height % 2 == 0 and width % 2 == 0):
-          algorithm = "winograd"
       self.layers.append((spec, self._prepare(spec, sparse_backend,
                                               algorithm)))
       if spec["kind"] == "conv" and spec["pool_after"]:
@@ -113,8 +112,8 @@ class Executor:
   def _prepare(self, spec, backend, algorithm="im2col"):
     """Weights of one layer in the form the forward pass uses.
 
-    ``algorithm`` ("im2col", "winograd" or "direct") applies to dense
-    convs; CSR layers and FC layers ignore it.
+    ``algorithm`` ("im2col", "direct", or Winograd's tile side 4 or 2)
+    applies to dense convs; CSR layers and FC layers ignore it.
     """
     xp, name = self.xp, spec["name"]
     # xp.array copies: compute from private memory, not the mapped file.
@@ -123,20 +122,18 @@ class Executor:
     columns = spec["in"] * (9 if spec["kind"] == "conv" else 1)
     if spec["storage"] == "dense":
       kernel = self.blob.array(name, "kernel").reshape(columns, spec["out"])
-      if algorithm == "direct":
-        weight = direct_conv.DirectConv(
-            self.native, np.asarray(kernel, np.float32).reshape(
-                3, 3, spec["in"], spec["out"]), np.asarray(bias))
+      if algorithm != "im2col":
+        kernel = np.asarray(kernel, np.float32).reshape(
+            3, 3, spec["in"], spec["out"])
+        if algorithm == "direct":
+          weight = direct_conv.DirectConv(self.native, kernel,
+                                          np.asarray(bias))
+        else:
+          weight = winograd.WinogradConv(self.native, kernel,
+                                         np.asarray(bias), algorithm)
         self.weight_bytes += weight.weight.nbytes  # Its bias is counted.
         return weight, bias
-      if algorithm == "winograd":
-        # pylint: disable=g-import-not-at-top
-        from facejax.executor import native
-        from facejax.executor import winograd as winograd_lib
-        # pylint: enable=g-import-not-at-top
-        weight = winograd_lib.WinogradConv(kernel, native.load())
-      else:
-        weight = xp.array(kernel, dtype=np.float32)
+      weight = xp.array(kernel, dtype=np.float32)
       self.weight_bytes += weight.nbytes
       return weight, bias
     arrays = [self.blob.array(name, f) for f in ("indptr", "indices", "data")]
@@ -155,7 +152,7 @@ class Executor:
     height, width, channels = self.height, self.width, 3
     sizes = [0, 0]
     plan = []  # (arena of input, input shape, tiles) per layer.
-    col_elems = out_elems = pool_elems = 0
+    col_elems = out_elems = pool_elems = winograd_elems = 0
     if self.layers[0][0]["kind"] == "conv":
       shape = (batch, height + 2, width + 2, channels)
     else:  # An FC-only network reads the flat image.
@@ -166,15 +163,18 @@ class Executor:
       nxt = self.layers[i + 1][0] if i + 1 < len(self.layers) else None
       if spec["kind"] == "conv":
         weight = self.layers[i][1][0]
-        if isinstance(weight, direct_conv.DirectConv):
+        if isinstance(weight, winograd.WinogradConv):
+          tiles = None  # Its pool is fused (_winograd_call).
+          winograd_elems = max(winograd_elems, weight.scratch_elements(
+              batch, height, width, workers=self.threads))
+        elif isinstance(weight, direct_conv.DirectConv):
           tiles = None  # The kernel's jobs cut the layer (_direct_call).
           if spec["pool_after"]:  # Full-resolution output, then the pool.
             pool_elems = max(pool_elems,
                              batch * height * width * spec["out"])
         else:
-          tiles = self._tiles(spec, weight, batch, height, width, channels)
-          col, out = conv.tile_elements(tiles, width, channels, spec["out"],
-                                        weight)
+          tiles = self._tiles(spec, batch, height, width, channels)
+          col, out = conv.tile_elements(tiles, width, channels, spec["out"])
           col_elems, out_elems = max(col_elems, col), max(out_elems, out)
         if spec["pool_after"]:
           height, width = height // 2, width // 2
@@ -197,21 +197,16 @@ class Executor:
                      xp.zeros(max(out_elems * 3 // 2, 1), np.float32))
                     for _ in range(workers)]
     self.pool_scratch = xp.zeros(max(pool_elems, 1), np.float32)
+    self.winograd_scratch = xp.zeros(max(winograd_elems, 1), np.float32)
     # (layer, batch) -> prepared kernel call; pointers into these arenas.
     self._direct_calls = {}
     self.batch = batch
-    self.activation_bytes = self.pool_scratch.nbytes + sum(
+    self.activation_bytes = (
+        self.pool_scratch.nbytes + self.winograd_scratch.nbytes) + sum(
         a.nbytes for a in self.arenas) + sum(
             c.nbytes + o.nbytes for c, o in self.buffers)
 
-  def _tiles(self, spec, weight, batch, height, width, channels):
-    if hasattr(weight, "run_tile"):
-      # Winograd works on 2×2 output blocks, as the pool does, and wants
-      # big tiles: its 16 GEMMs are short (a quarter of the pixels).
-      return conv.plan_tiles(
-          batch, height, width, channels, pool=True,
-          tile_bytes=self.tile_bytes, workers=self.workers,
-          pixel_columns=4 * max(channels, spec["out"]), tiles_per_worker=1)
+  def _tiles(self, spec, batch, height, width, channels):
     return conv.plan_tiles(batch, height, width, channels,
                            pool=spec["pool_after"],
                            tile_bytes=self.tile_bytes, workers=self.workers)
@@ -261,13 +256,17 @@ class Executor:
           h = (x.shape[1] - 2) // (2 if spec["pool_after"] else 1)
           w = (x.shape[2] - 2) // (2 if spec["pool_after"] else 1)
           target = dst.reshape(batch, h, w, spec["out"])
+        if isinstance(weight, winograd.WinogradConv):
+          self._winograd_call(i, spec, weight, x, target)()
+          x = dst
+          continue
         if isinstance(weight, direct_conv.DirectConv):
           self._direct_call(i, spec, weight, x, target)()
           x = dst
           continue
         tiles = self.plan[i][2]
         if batch != self.batch:
-          tiles = self._tiles(spec, weight, batch, x.shape[1] - 2,
+          tiles = self._tiles(spec, batch, x.shape[1] - 2,
                               x.shape[2] - 2, x.shape[3])
         conv.conv3x3(xp, x, weight, bias, target, tiles, self.buffers,
                      relu=spec["relu"], pool=spec["pool_after"],
@@ -281,6 +280,15 @@ class Executor:
     if xp is not np:
       return xp.asnumpy(logits)
     return logits.copy()
+
+  def _winograd_call(self, i, spec, weight, padded, target):
+    """Layer ``i`` by Winograd, pool fused: a call prepared per batch."""
+    key = (i, padded.shape[0])
+    if key not in self._direct_calls:
+      self._direct_calls[key] = weight.runner(weight.jobs(
+          padded, target, self.winograd_scratch, relu=spec["relu"],
+          pool=spec["pool_after"], workers=self.threads))
+    return self._direct_calls[key]
 
   def _direct_call(self, i, spec, weight, padded, target):
     """Layer ``i`` on the direct kernel (+ its 2×2 pool): a prepared call.

@@ -1,99 +1,229 @@
-/* Winograd F(2x2, 3x3) transforms for the executor's 3x3 convolutions.
+/* Winograd convolution of 3x3 layers on the direct kernel's register block.
  *
  * Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016):
- * a 2x2 block of outputs is A^T [(G g G^T) . (B^T d B)] A for the 4x4
- * input patch d around it, so the 36 multiply-adds per input channel and
- * output channel of a direct 3x3 (or im2col) become 16, done as 16 GEMMs
- * of (tiles, C) x (C, K) by NumPy's BLAS. These two functions are the
- * cheap parts around them: B^T d B for every tile (wino_input) and
- * A^T m A with bias, ReLU and the 2x2 max-pool of VGG fused (wino_output;
- * the pool window is exactly one output block).
+ * an m x m block of outputs is A^T [(G g G^T) . (B^T d B)] A for the
+ * (m+2) x (m+2) input patch d around it. With F(4x4, 3x3) the 144
+ * multiply-adds per input and output channel of a direct 3x3 on 16 outputs
+ * become 36, with F(2x2, 3x3) the 36 of 4 outputs become 16: the
+ * elementwise product summed over input channels is one GEMM per point of
+ * the transformed patch ("plane", P = 36 or 16 of them), (tiles, C) x
+ * (C, K), done here with the register block of conv_kernel.c (MR tiles by
+ * NR channels, the whole C reduction in registers).
  *
- * Layouts (element strides, channels innermost and contiguous):
- *   x: the zero-bordered input at the tile's first padded row, s_n/s_h/s_w.
- *   u: (16, T, C) with T = n * tiles_h * tiles_w tiles, t = (b, i, j).
- *   m: (16, T, K), the GEMM results.
- *   y: the output view at the tile's first output (or pooled) row.
+ * Two kinds of team job (conv_kernel.c runs them; kernel_simd.h):
+ *   wino_input: tiles [t0, t1) of a band: B^T d B of every channel into
+ *     u (P, T, C), T the band's tiles, t counted from the band's first.
+ *   wino_output: tiles [t0, t1) x channel blocks [kb0, kb1): the P GEMMs
+ *     of one channel block into the job's own scratch s (P, t1 - t0, NR),
+ *     then A^T s A with bias, and VGG's 2x2 max-pool and ReLU fused (with
+ *     F(4x4) the pool windows tile the output block), into y.
+ * Weights are packed at load (winograd.py) as (K/NR, P, C, NR) float32.
+ * The channel loops run over whole vectors: C is a multiple of LANES and K
+ * of NR (winograd.py keeps other layers on the direct kernel).
+ *
+ * Tiles are numbered t = (b * tiles_h + i) * tiles_w + j over the layer;
+ * the patch of tile (b, i, j) starts at row m*i, column m*j of the
+ * zero-bordered input.
  */
-#include <stdint.h>
+#include "kernel_simd.h"
 
-/* Straight-line bodies with the channel loop innermost, so the compiler
- * vectorises across channels (nested 4x4 loops inside it defeat GCC). */
-#define AT(ROW, Q) ROW[(Q) * s_w + ch]
+enum {
+  W_X, W_XN, W_XH, W_XW, /* zero-bordered input origin; element strides */
+  W_C, W_TH, W_TW, W_M,  /* channels; tiles per column and row; m */
+  W_BAND, W_T, W_T0, W_T1, /* band's first tile, its tile count; range */
+  W_U,                     /* (P, T, C) transformed input of the band */
+  W_V, W_K, W_KB0, W_KB1, W_S, /* packed weights, K, blocks, scratch */
+  W_BIAS, W_RELU, W_POOL,
+  W_Y, W_YN, W_YH, W_YW, /* output origin (pooled if W_POOL) */
+  W_END
+};
+_Static_assert(W_END <= FJ_JOB_OP, "Winograd jobs are team jobs");
 
-void wino_input(const float *x, int64_t n, int64_t tiles_h, int64_t tiles_w,
-                int64_t s_n, int64_t s_h, int64_t s_w, int64_t c,
-                float *restrict u) {
-  const int64_t tiles = n * tiles_h * tiles_w, plane = tiles * c;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < tiles_h; ++i)
-      for (int64_t j = 0; j < tiles_w; ++j) {
-        const int64_t t = (b * tiles_h + i) * tiles_w + j;
-        const float *restrict d0 = x + b * s_n + 2 * i * s_h + 2 * j * s_w;
-        const float *restrict d1 = d0 + s_h, *restrict d2 = d0 + 2 * s_h,
-                    *restrict d3 = d0 + 3 * s_h;
-        float *restrict o = u + t * c;
-#pragma GCC ivdep
-        for (int64_t ch = 0; ch < c; ++ch) {
-          float e[4][4]; /* B^T d, one column q at a time. */
-#define COLUMN(Q)                                                            \
-  e[0][Q] = AT(d0, Q) - AT(d2, Q);                                           \
-  e[1][Q] = AT(d1, Q) + AT(d2, Q);                                           \
-  e[2][Q] = AT(d2, Q) - AT(d1, Q);                                           \
-  e[3][Q] = AT(d1, Q) - AT(d3, Q);
-          COLUMN(0) COLUMN(1) COLUMN(2) COLUMN(3)
-#undef COLUMN
-#define ROW(R) /* (B^T d) B */                                               \
-  o[(R * 4 + 0) * plane + ch] = e[R][0] - e[R][2];                           \
-  o[(R * 4 + 1) * plane + ch] = e[R][1] + e[R][2];                           \
-  o[(R * 4 + 2) * plane + ch] = e[R][2] - e[R][1];                           \
-  o[(R * 4 + 3) * plane + ch] = e[R][1] - e[R][3];
-          ROW(0) ROW(1) ROW(2) ROW(3)
-#undef ROW
-        }
-      }
+#define PTR(T, i) ((T)(intptr_t)p[i])
+
+/* B^T of F(4x4, 3x3) on a column (or row) of six, points 0, +-1, +-2. */
+#define BT6(d, r)                                                           \
+  do {                                                                      \
+    r[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];                                \
+    r[1] = -4.0f * (d[1] + d[2]) + d[3] + d[4];                             \
+    r[2] = 4.0f * (d[1] - d[2]) - d[3] + d[4];                              \
+    r[3] = 2.0f * (d[3] - d[1]) - d[2] + d[4];                              \
+    r[4] = 2.0f * (d[1] - d[3]) - d[2] + d[4];                              \
+    r[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];                                \
+  } while (0)
+/* A^T of F(4x4, 3x3): six -> four. */
+#define AT6(s, o)                                                           \
+  do {                                                                      \
+    const vf a12 = s[1] + s[2], d12 = s[1] - s[2];                          \
+    const vf a34 = s[3] + s[4], d34 = s[3] - s[4];                          \
+    o[0] = s[0] + a12 + a34;                                                \
+    o[1] = d12 + 2.0f * d34;                                                \
+    o[2] = a12 + 4.0f * a34;                                                \
+    o[3] = d12 + 8.0f * d34 + s[5];                                         \
+  } while (0)
+/* F(2x2, 3x3): B^T on four, A^T four -> two. */
+#define BT4(d, r)                                                           \
+  do {                                                                      \
+    r[0] = d[0] - d[2];                                                     \
+    r[1] = d[1] + d[2];                                                     \
+    r[2] = d[2] - d[1];                                                     \
+    r[3] = d[1] - d[3];                                                     \
+  } while (0)
+#define AT4(s, o)                                                           \
+  do {                                                                      \
+    o[0] = s[0] + s[1] + s[2];                                              \
+    o[1] = s[1] - s[2] - s[3];                                              \
+  } while (0)
+
+/* B^T d B of one tile's (m+2)^2 patch at ``x``, LANES channels at a time,
+ * plane q of the result to u + q * plane. */
+#define INPUT_TILE(N, BT)                                                   \
+  for (int64_t ch = 0; ch < c; ch += FJ_LANES) {                            \
+    vf e[N][N], col[N], r[N];                                               \
+    for (int q = 0; q < N; ++q) { /* B^T d, column q */                     \
+      for (int i = 0; i < N; ++i) col[i] = load(x + i * xh + q * xw + ch);  \
+      BT(col, r);                                                           \
+      for (int i = 0; i < N; ++i) e[i][q] = r[i];                           \
+    }                                                                       \
+    for (int i = 0; i < N; ++i) { /* (B^T d) B, row i */                    \
+      BT(e[i], r);                                                          \
+      for (int q = 0; q < N; ++q) store(u + (i * N + q) * plane + ch, r[q]); \
+    }                                                                       \
+  }
+
+void wino_input(const int64_t *p) {
+  const int64_t c = p[W_C], th = p[W_TH], tw = p[W_TW], m = p[W_M];
+  const int64_t xh = p[W_XH], xw = p[W_XW], band = p[W_BAND];
+  const int64_t plane = p[W_T] * c;
+  for (int64_t t = p[W_T0]; t < p[W_T1]; ++t) {
+    const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
+    const float *x = PTR(const float *, W_X) + b * p[W_XN] + m * i * xh +
+                     m * j * xw;
+    float *u = PTR(float *, W_U) + (t - band) * c;
+    if (m == 4) {
+      INPUT_TILE(6, BT6)
+    } else {
+      INPUT_TILE(4, BT4)
+    }
+  }
 }
 
-static inline float relu_if(float v, int64_t relu) {
-  return relu && v < 0.0f ? 0.0f : v;
+/* s[i] += a[i] (one tile's C values) x w (C x NR), for mr tiles. */
+static inline __attribute__((always_inline)) void gemm_block(
+    const int mr, const float *a, int64_t c, const float *restrict w,
+    float *restrict s) {
+  vf acc0[FJ_MR], acc1[FJ_MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i) acc0[i] = acc1[i] = (vf){0};
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const vf w0 = load(w + ch * FJ_NR), w1 = load(w + ch * FJ_NR + FJ_LANES);
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i) {
+      const float v = a[i * c + ch];
+      acc0[i] += v * w0;
+      acc1[i] += v * w1;
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i) {
+    store(s + i * FJ_NR, acc0[i]);
+    store(s + i * FJ_NR + FJ_LANES, acc1[i]);
+  }
 }
 
-void wino_output(const float *m, const float *bias, int64_t n,
-                 int64_t tiles_h, int64_t tiles_w, int64_t k, int64_t relu,
-                 int64_t pool, float *restrict y, int64_t s_n, int64_t s_h,
-                 int64_t s_w) {
-  const int64_t tiles = n * tiles_h * tiles_w, plane = tiles * k;
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < tiles_h; ++i)
-      for (int64_t j = 0; j < tiles_w; ++j) {
-        const int64_t t = (b * tiles_h + i) * tiles_w + j;
-        const float *restrict src = m + t * k;
-        float *restrict dst = pool ? y + b * s_n + i * s_h + j * s_w
-                                   : y + b * s_n + 2 * i * s_h + 2 * j * s_w;
-#pragma GCC ivdep
-        for (int64_t ch = 0; ch < k; ++ch) {
-#define A(R, Q) src[(R * 4 + Q) * plane + ch]
-          float s[2][4]; /* A^T a */
-#define COLUMN(Q)                                                            \
-  s[0][Q] = A(0, Q) + A(1, Q) + A(2, Q);                                     \
-  s[1][Q] = A(1, Q) - A(2, Q) - A(3, Q);
-          COLUMN(0) COLUMN(1) COLUMN(2) COLUMN(3)
-#undef COLUMN
-#undef A
-          const float o00 = s[0][0] + s[0][1] + s[0][2]; /* (A^T a) A */
-          const float o01 = s[0][1] - s[0][2] - s[0][3];
-          const float o10 = s[1][0] + s[1][1] + s[1][2];
-          const float o11 = s[1][1] - s[1][2] - s[1][3];
-          if (pool) {
-            const float top = o00 > o01 ? o00 : o01;
-            const float bottom = o10 > o11 ? o10 : o11;
-            dst[ch] = relu_if((top > bottom ? top : bottom) + bias[ch], relu);
-          } else {
-            dst[ch] = relu_if(o00 + bias[ch], relu);
-            dst[s_w + ch] = relu_if(o01 + bias[ch], relu);
-            dst[s_h + ch] = relu_if(o10 + bias[ch], relu);
-            dst[s_h + s_w + ch] = relu_if(o11 + bias[ch], relu);
-          }
+#define GEMM_CASE(M)                                                        \
+  case M:                                                                   \
+    gemm_block(M, a, c, w, s);                                              \
+    break;
+
+/* One plane's GEMM for tiles [0, n) of the job: a (n, C), s (n, NR). */
+static void gemm_plane(const float *a, int64_t n, int64_t c,
+                       const float *restrict w, float *restrict s) {
+  /* Nearly equal blocks of at most MR tiles, as conv_direct does. */
+  const int64_t blocks = (n + FJ_MR - 1) / FJ_MR;
+  const int64_t base = blocks ? n / blocks : 0, extra = blocks ? n % blocks : 0;
+  for (int64_t g = 0; g < blocks; ++g) {
+    const int64_t mr = base + (g < extra);
+    switch (mr) {
+      GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5)
+      GEMM_CASE(6)
+#if FJ_MR > 6
+      GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11)
+      GEMM_CASE(12)
+#endif
+#if FJ_MR > 12
+      GEMM_CASE(13) GEMM_CASE(14)
+#endif
+      default: break;
+    }
+    a += mr * c;
+    s += mr * FJ_NR;
+  }
+}
+
+static inline vf vmax(vf a, vf b) {
+  const vi take_a = (vi)(a > b);
+  return (vf)((take_a & (vi)a) | (~take_a & (vi)b));
+}
+
+/* A^T s A of one tile, LANES channels at v (of NR), then the epilogue. */
+#define OUTPUT_TILE(N, M, AT)                                               \
+  do {                                                                      \
+    vf e[M][N], row[N], o[M];                                               \
+    for (int q = 0; q < N; ++q) { /* A^T s, column q */                     \
+      for (int i = 0; i < N; ++i) row[i] = load(src + (i * N + q) * stride); \
+      AT(row, o);                                                           \
+      for (int i = 0; i < M; ++i) e[i][q] = o[i];                           \
+    }                                                                       \
+    vf out[M][M];                                                           \
+    for (int i = 0; i < M; ++i) { /* (A^T s) A, row i */                    \
+      AT(e[i], o);                                                          \
+      for (int q = 0; q < M; ++q) out[i][q] = o[q];                         \
+    }                                                                       \
+    if (pool) {                                                             \
+      for (int i = 0; i < M / 2; ++i)                                       \
+        for (int q = 0; q < M / 2; ++q) {                                   \
+          vf v = vmax(vmax(out[2 * i][2 * q], out[2 * i][2 * q + 1]),       \
+                      vmax(out[2 * i + 1][2 * q], out[2 * i + 1][2 * q + 1])); \
+          v += bias;                                                        \
+          store(dst + i * yh + q * yw, relu ? relu_v(v) : v);               \
+        }                                                                   \
+    } else {                                                                \
+      for (int i = 0; i < M; ++i)                                           \
+        for (int q = 0; q < M; ++q) {                                       \
+          const vf v = out[i][q] + bias;                                    \
+          store(dst + i * yh + q * yw, relu ? relu_v(v) : v);               \
+        }                                                                   \
+    }                                                                       \
+  } while (0)
+
+void wino_output(const int64_t *p) {
+  const int64_t c = p[W_C], th = p[W_TH], tw = p[W_TW], m = p[W_M];
+  const int64_t t0 = p[W_T0], t1 = p[W_T1], n = t1 - t0, band = p[W_BAND];
+  const int64_t planes = (m + 2) * (m + 2), plane = p[W_T] * c;
+  const int64_t relu = p[W_RELU], pool = p[W_POOL];
+  const int64_t yh = p[W_YH], yw = p[W_YW], out_m = pool ? m / 2 : m;
+  const float *u = PTR(const float *, W_U) + (t0 - band) * c;
+  float *s = PTR(float *, W_S);
+  const int64_t stride = n * FJ_NR; /* between planes of s */
+  for (int64_t kb = p[W_KB0]; kb < p[W_KB1]; ++kb) {
+    const float *w = PTR(const float *, W_V) + kb * planes * c * FJ_NR;
+    for (int64_t q = 0; q < planes; ++q)
+      gemm_plane(u + q * plane, n, c, w + q * c * FJ_NR, s + q * stride);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
+      for (int64_t half = 0; half < FJ_NR; half += FJ_LANES) {
+        const int64_t k0 = kb * FJ_NR + half;
+        const float *src = s + (t - t0) * FJ_NR + half;
+        const vf bias = load(PTR(const float *, W_BIAS) + k0);
+        float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
+                     out_m * j * yw + k0;
+        if (m == 4) {
+          OUTPUT_TILE(6, 4, AT6);
+        } else {
+          OUTPUT_TILE(4, 2, AT4);
         }
       }
+    }
+  }
 }

@@ -1,0 +1,52 @@
+/* What the executor's conv kernels share: the vector width of the machine
+ * they are compiled on, the register block, and the job format of the
+ * thread team in conv_kernel.c.
+ *
+ * Registers: 2 vectors of output channels (NR = 2 * lanes) by MR pixels,
+ * MR = 14 with AVX-512 (28 of 32 zmm accumulate), 6 with AVX2 (12 of 16
+ * ymm), 12 with NEON (24 of 32 q). The vector type is GCC's generic
+ * vector, so the same source is AVX-512, AVX2 or NEON code.
+ */
+#ifndef FACEJAX_KERNEL_SIMD_H_
+#define FACEJAX_KERNEL_SIMD_H_
+
+#include <stdint.h>
+
+#if defined(__AVX512F__)
+#define FJ_VBYTES 64
+#define FJ_MR 14
+#elif defined(__AVX__)
+#define FJ_VBYTES 32
+#define FJ_MR 6
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+#define FJ_VBYTES 16
+#define FJ_MR 12
+#else
+#define FJ_VBYTES 16
+#define FJ_MR 6
+#endif
+#define FJ_LANES (FJ_VBYTES / 4)
+#define FJ_NR (2 * FJ_LANES)
+
+typedef float vf __attribute__((vector_size(FJ_VBYTES)));
+typedef float vfu __attribute__((vector_size(FJ_VBYTES), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(FJ_VBYTES)));
+
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf v) { *(vfu *)p = v; }
+
+static inline vf relu_v(vf v) {
+  const vf zero = {0};
+  return (vf)((vi)v & (vi)(v > zero));
+}
+
+/* A team job is FJ_JOB_FIELDS int64; the last one says what it is. */
+#define FJ_JOB_FIELDS 29
+#define FJ_JOB_OP (FJ_JOB_FIELDS - 1)
+enum { FJ_OP_CONV, FJ_OP_WINO_INPUT, FJ_OP_WINO_OUTPUT };
+
+void conv_direct(const int64_t *p);
+void wino_input(const int64_t *p);
+void wino_output(const int64_t *p);
+
+#endif /* FACEJAX_KERNEL_SIMD_H_ */
