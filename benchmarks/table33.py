@@ -142,8 +142,8 @@ def main():
   for model in args.models:
     paths, dense_params = build(model, args.out_dir, args.kept)
     results = {}
-    # The last column is the lean setting: im2col convolutions hold 9/16
-    # of Winograd's conv weights (Table 3.3 counts memory).
+    # The last column is the lean setting: im2col convolutions hold a
+    # quarter of F(4×4) Winograd's conv weights (Table 3.3 counts memory).
     columns = [(v, p, "auto") for v, p in paths.items()]
     columns.append(("pruned_fp16_im2col", paths["pruned_fp16"], "im2col"))
     for variant, path, conv in columns:
@@ -190,10 +190,13 @@ def run_inprocess(params, paths, args):
   size = dense.height
   inputs = {b: rng.uniform(-120, 120, (b, size, size, 3)).astype(np.float32)
             for b in (1, 8)}
-  im2col = network.Executor(blob_lib.open_blob(paths["original"]),
-                            threads=args.threads, conv="im2col")
-  runners = {"facejax": lambda x: network.softmax(dense.forward(x)),
-             "facejax_im2col": lambda x: network.softmax(im2col.forward(x))}
+  others = {conv: network.Executor(blob_lib.open_blob(paths["original"]),
+                                  threads=args.threads, conv=conv)
+            for conv in ("im2col", "direct")}
+  runners = {"facejax": lambda x: network.softmax(dense.forward(x))}
+  for conv, executor in others.items():
+    runners[f"facejax_{conv}"] = (
+        lambda x, e=executor: network.softmax(e.forward(x)))
   out["versions"] = {}
   if not args.skip_peers:
     for name, make in (("onnxruntime", peers.ort_runner),
@@ -214,7 +217,8 @@ def run_inprocess(params, paths, args):
         {name: (lambda fn=fn, x=x: fn(x)) for name, fn in runners.items()},
         rounds)
   dense.close()
-  im2col.close()
+  for executor in others.values():
+    executor.close()
   out["conv"] = dense.conv
   return out
 

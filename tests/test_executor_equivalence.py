@@ -164,8 +164,8 @@ def test_winograd_matches_jax(setup, batch, tile, monkeypatch):
   except native.NativeUnavailable as e:
     pytest.skip(f"compiled kernels unavailable: {e}")
   choose = winograd.choose_tile
-  monkeypatch.setattr(winograd, "choose_tile", lambda *a: choose(*a) and (
-      tile if a[3] % tile == 0 and a[4] % tile == 0 else None))
+  monkeypatch.setattr(winograd, "choose_tile", lambda *a, **k: choose(
+      *a, **k) and (tile if a[3] % tile == 0 and a[4] % tile == 0 else None))
   for params, masks, ref in ((setup["dense"], None, setup["ref_dense"]),
                              (setup["pruned"], setup["masks"],
                               setup["ref_pruned"])):
@@ -187,6 +187,17 @@ def test_winograd_matches_jax(setup, batch, tile, monkeypatch):
         for i in range(0, len(setup["images"]), batch)])
     executor.close()
     assert _rel(logits, ref) < 1e-4
+  if tile == 2:  # An fp16 blob keeps F(2×2)'s weights in fp16.
+    fp16, _ = _run(setup, setup["pruned"], setup["masks"], precision="fp16",
+                   batch=batch)
+    direct, _ = _run(setup, setup["pruned"], setup["masks"],
+                     precision="fp16", batch=batch, conv="direct")
+    executor = network.Executor(blob_lib.open_blob(
+        str(setup["tmp"] / "fp16.fjx")))
+    assert {w.weight.dtype for _, (w, _) in executor.layers
+            if isinstance(w, winograd.WinogradConv)} == {np.dtype("float16")}
+    assert _rel(fp16, direct) < 2e-3
+    assert _rel(fp16, setup["ref_pruned"]) < 2e-2
 
 
 def test_im2col_is_kept_when_asked(setup):

@@ -94,8 +94,9 @@ class Executor:
       algorithm = "im2col"
       if spec["kind"] == "conv" and spec["storage"] == "dense":
         if conv == "winograd":
-          algorithm = winograd.choose_tile(self.native, spec["in"],
-                                           spec["out"], height, width)
+          algorithm = winograd.choose_tile(
+              self.native, spec["in"], spec["out"], height, width,
+              half=blob.array(spec["name"], "kernel").dtype == np.float16)
         if conv == "direct" or (conv == "winograd" and not algorithm):
           algorithm = "direct"
       self.layers.append((spec, self._prepare(spec, sparse_backend,
@@ -123,6 +124,8 @@ class Executor:
     if spec["storage"] == "dense":
       kernel = self.blob.array(name, "kernel").reshape(columns, spec["out"])
       if algorithm != "im2col":
+        # An fp16 blob's F(2×2) layers keep fp16 weights (choose_tile).
+        half = kernel.dtype == np.float16 and algorithm == 2
         kernel = np.asarray(kernel, np.float32).reshape(
             3, 3, spec["in"], spec["out"])
         if algorithm == "direct":
@@ -130,7 +133,8 @@ class Executor:
                                           np.asarray(bias))
         else:
           weight = winograd.WinogradConv(self.native, kernel,
-                                         np.asarray(bias), algorithm)
+                                         np.asarray(bias), algorithm,
+                                         half=half)
         self.weight_bytes += weight.weight.nbytes  # Its bias is counted.
         return weight, bias
       weight = xp.array(kernel, dtype=np.float32)

@@ -11,22 +11,24 @@ output transform (a pool window never straddles a block).
 
 Costs, and where each variant goes (network.py, ``choose_tile``):
 - Weights: the transformed kernel is P/9 of the dense one, 4× with
-  F(4×4) and 16/9 with F(2×2); thesis Table 3.3 counts memory, so the deep
-  layers (C·K ≥ 512·512) are F(2×2) and the 14×14 conv5 stays direct.
+  F(4×4) and 16/9 with F(2×2) (thesis Table 3.3 counts memory); for an
+  fp16 blob the big layers take F(2×2) with fp16 weights (choose_tile).
 - Accuracy: F(4×4)'s transform has entries up to 8 and 5/24, so its fp32
   error is ~10× a direct conv's, still ~1e-6 of the outputs' scale per
   layer (tests/test_executor_winograd.py checks it against float64).
-- Scratch: the transformed input of a band of tiles (P·T·C floats) and
-  per-job GEMM outputs (P·T_job·NR), bounded by ``band_bytes``.
+- Scratch: the transformed input of a band of tiles (P·T·C floats),
+  bounded by ``band_bytes``; the GEMM outputs live on the kernel's stack.
 """
 
 import numpy as np
 
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
-FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v k kb0 kb1 s bias relu pool "
-          "y yn yh yw").split()
+FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias relu "
+          "pool y yn yh yw").split()
 OP_INPUT, OP_OUTPUT = 1, 2  # kernel_simd.h
 JOBS_PER_WORKER = 4
+# The transformed input of one band (each band reads the layer's weights
+# once more; at batch 1 VGG's conv4 and conv5 are one band).
 BAND_BYTES = 4 << 20
 
 # G of F(m×m, 3×3) (float64; the kernel is transformed once, at load).
@@ -39,22 +41,31 @@ _G = {
 
 
 def transform_kernel(kernel: np.ndarray, m: int) -> np.ndarray:
-  """(3, 3, C, K) weights -> (P, C, K) float32, V = G g Gᵀ per (c, k)."""
+  """(3, 3, C, K) weights -> (P, C, K) float64, V = G g Gᵀ per (c, k)."""
   g = np.asarray(kernel, np.float64)
   v = np.einsum("ai,ijck,bj->abck", _G[m], g, _G[m])
-  return np.ascontiguousarray(
-      v.reshape((m + 2) ** 2, g.shape[2], g.shape[3]), np.float32)
+  return v.reshape((m + 2) ** 2, g.shape[2], g.shape[3])
 
 
-def choose_tile(lib, channels, out, height, width):
-  """F(m×m) for a dense 3×3 layer: 4, 2, or None (the direct kernel)."""
+def choose_tile(lib, channels, out, height, width, *, half=False):
+  """F(m×m) for a dense 3×3 layer: 4, 2, or None (the direct kernel).
+
+  The largest block that tiles the output: on VGG-16 at 224 F(4×4) from
+  conv1_2 to conv4_3, F(2×2) for the 14×14 conv5, and conv1_1 (3 input
+  channels do not fill a vector) direct. For a blob stored in fp16
+  (``half``, exported to save memory) the layers with more than 256·256
+  weights per tap, conv4 and conv5, take F(2×2) with fp16 weights: 16/9
+  of their fp16 bytes, where F(4×4) would hold 4× in fp32 (its transform
+  amplifies fp16 rounding ~20×, so it keeps fp32 weights). Per-layer
+  times and errors: benchmarks/README.md.
+  """
   lanes = int(lib.conv_block_channels()) // 2
   if channels % lanes or out % (2 * lanes):
     return None
-  if height % 4 == 0 and width % 4 == 0 and channels * out < 512 * 512:
-    return 4
-  if height % 2 == 0 and width % 2 == 0 and height * width >= 28 * 28:
-    return 2
+  big = half and channels * out > 256 * 256
+  for m in (2,) if big else (4, 2):
+    if height % m == 0 and width % m == 0:
+      return m
   return None
 
 
@@ -63,24 +74,35 @@ class WinogradConv:
 
   Attributes:
     m: output block side, 4 or 2.
-    weight: (K/NR, P, C, NR) float32 transformed and packed weights.
+    weight: (K/NR, P, C, NR) transformed and packed weights, float32, or
+      float16 with ``half``.
     bias: (K,) float32.
     nbytes: bytes held.
   """
 
-  def __init__(self, lib, kernel, bias, m):
-    """``kernel`` (3, 3, C, K) float32; ``choose_tile`` said ``m``."""
+  def __init__(self, lib, kernel, bias, m, *, half=False):
+    """``kernel`` (3, 3, C, K); ``choose_tile`` said ``m``.
+
+    ``half`` keeps the transformed weights in fp16 (for a blob stored in
+    fp16: the memory it was exported to save), rounded once from the
+    float64 transform of the stored values; the products and sums stay
+    fp32, as for CSR layers (network.py). F(2×2) only: its error is then
+    1.4× that of the fp16 weights themselves, F(4×4)'s would be ~20×.
+    """
     self.lib, self.m = lib, m
     self.nr = int(lib.conv_block_channels())
     _, _, channels, out = kernel.shape
     if channels % (self.nr // 2) or out % self.nr or m not in _G:
       raise ValueError(f"Winograd F({m}x{m}): {channels} -> {out} channels "
                        f"do not fill the {self.nr}-channel register block")
+    if half and m != 2:
+      raise ValueError("Winograd: fp16 weights are for F(2x2) only (F(4x4) "
+                       "amplifies their rounding ~20x)")
     self.planes = (m + 2) ** 2
     v = transform_kernel(kernel, m)
     self.weight = np.ascontiguousarray(
         v.reshape(self.planes, channels, out // self.nr, self.nr)
-        .transpose(2, 0, 1, 3))
+        .transpose(2, 0, 1, 3), np.float16 if half else np.float32)
     self.bias = np.ascontiguousarray(bias, np.float32)
     self.shape = kernel.shape
     self.nbytes = self.weight.nbytes + self.bias.nbytes
@@ -94,8 +116,7 @@ class WinogradConv:
     # Channel blocks first (each job then reads only its share of the
     # weights), tile ranges for what is left.
     block_parts = min(blocks, wanted)
-    per_tile = self.planes * (channels + block_parts * self.nr) * 4
-    band = max(1, min(tiles, band_bytes // per_tile))
+    band = max(1, min(tiles, band_bytes // (self.planes * channels * 4)))
     bands = -(-tiles // band)
     band = -(-tiles // bands)
     tile_parts = max(1, min(-(-wanted // block_parts), band // 2))
@@ -106,10 +127,8 @@ class WinogradConv:
   def scratch_elements(self, batch, height, width, *, workers,
                        band_bytes=BAND_BYTES):
     """Floats of scratch ``jobs`` needs for this batch and input size."""
-    cuts, _, block_parts = self._plan(batch, height, width, workers,
-                                      band_bytes)
-    band = max(t1 - t0 for t0, t1 in cuts)
-    return self.planes * band * (self.shape[2] + block_parts * self.nr)
+    cuts, _, _ = self._plan(batch, height, width, workers, band_bytes)
+    return self.planes * self.shape[2] * max(t1 - t0 for t0, t1 in cuts)
 
   def jobs(self, padded, dst, scratch, *, relu, pool, workers,
            band_bytes=BAND_BYTES):
@@ -133,16 +152,16 @@ class WinogradConv:
                          "contiguous channels")
     cuts, tile_parts, block_parts = self._plan(batch, height, width,
                                                workers, band_bytes)
-    band_tiles = max(t1 - t0 for t0, t1 in cuts)
-    if scratch.size < self.planes * band_tiles * (channels +
-                                                  block_parts * self.nr):
+    if scratch.size < self.scratch_elements(batch, height, width,
+                                            workers=workers,
+                                            band_bytes=band_bytes):
       raise ValueError("Winograd: scratch too small for this batch")
     elem = lambda v: [s // 4 for s in v.strides[:3]]
     u = scratch.ctypes.data
-    s_base = u + self.planes * band_tiles * channels * 4
     common = dict(
         x=padded.ctypes.data, c=channels, th=height // self.m,
-        tw=width // self.m, m=self.m, u=u, v=self.weight.ctypes.data, k=out,
+        tw=width // self.m, m=self.m, u=u, v=self.weight.ctypes.data,
+        half=int(self.weight.dtype == np.float16), k=out,
         bias=self.bias.ctypes.data, relu=int(relu), pool=int(pool),
         y=dst.ctypes.data, **dict(zip(("xn", "xh", "xw"), elem(padded))),
         **dict(zip(("yn", "yh", "yw"), elem(dst))))
@@ -155,15 +174,14 @@ class WinogradConv:
       parts = max(1, min(JOBS_PER_WORKER * workers, n)) if workers > 1 else 1
       inputs = [row(OP_INPUT, band=t0, t=n, t0=t0 + n * a // parts,
                     t1=t0 + n * (a + 1) // parts) for a in range(parts)]
-      outputs, s = [], s_base
+      outputs = []
       tile_cuts = [t0 + n * a // tile_parts for a in range(tile_parts + 1)]
       block_cuts = [blocks * a // block_parts for a in range(block_parts + 1)]
       for a0, a1 in zip(tile_cuts[:-1], tile_cuts[1:]):
         for k0, k1 in zip(block_cuts[:-1], block_cuts[1:]):
           if a1 > a0 and k1 > k0:
             outputs.append(row(OP_OUTPUT, band=t0, t=n, t0=a0, t1=a1,
-                               kb0=k0, kb1=k1, s=s))
-            s += self.planes * (a1 - a0) * self.nr * 4
+                               kb0=k0, kb1=k1))
       calls.append((np.array(inputs, np.int64), np.array(outputs, np.int64)))
     return calls
 

@@ -13,11 +13,12 @@
  * Two kinds of team job (conv_kernel.c runs them; kernel_simd.h):
  *   wino_input: tiles [t0, t1) of a band: B^T d B of every channel into
  *     u (P, T, C), T the band's tiles, t counted from the band's first.
- *   wino_output: tiles [t0, t1) x channel blocks [kb0, kb1): the P GEMMs
- *     of one channel block into the job's own scratch s (P, t1 - t0, NR),
- *     then A^T s A with bias, and VGG's 2x2 max-pool and ReLU fused (with
- *     F(4x4) the pool windows tile the output block), into y.
- * Weights are packed at load (winograd.py) as (K/NR, P, C, NR) float32.
+ *   wino_output: tiles [t0, t1) x channel blocks [kb0, kb1): per block,
+ *     per chunk of 2 MR tiles, the P GEMMs into s (P, chunk, NR) on the
+ *     stack, then A^T s A with bias, and VGG's 2x2 max-pool and ReLU
+ *     fused (with F(4x4) the pool windows tile the output block), into y.
+ * Weights are packed at load (winograd.py) as (K/NR, P, C, NR), float32
+ * or float16.
  * The channel loops run over whole vectors: C is a multiple of LANES and K
  * of NR (winograd.py keeps other layers on the direct kernel).
  *
@@ -32,12 +33,16 @@ enum {
   W_C, W_TH, W_TW, W_M,  /* channels; tiles per column and row; m */
   W_BAND, W_T, W_T0, W_T1, /* band's first tile, its tile count; range */
   W_U,                     /* (P, T, C) transformed input of the band */
-  W_V, W_K, W_KB0, W_KB1, W_S, /* packed weights, K, blocks, scratch */
+  W_V, W_HALF, W_K, W_KB0, W_KB1, /* packed weights (fp16 if W_HALF), K,
+                                     channel blocks */
   W_BIAS, W_RELU, W_POOL,
   W_Y, W_YN, W_YH, W_YW, /* output origin (pooled if W_POOL) */
   W_END
 };
 _Static_assert(W_END <= FJ_JOB_OP, "Winograd jobs are team jobs");
+
+/* Tiles whose GEMM outputs are held at once (on the stack, all planes). */
+#define CHUNK (2 * FJ_MR)
 
 #define PTR(T, i) ((T)(intptr_t)p[i])
 
@@ -108,58 +113,88 @@ void wino_input(const int64_t *p) {
   }
 }
 
-/* s[i] += a[i] (one tile's C values) x w (C x NR), for mr tiles. */
-static inline __attribute__((always_inline)) void gemm_block(
-    const int mr, const float *a, int64_t c, const float *restrict w,
-    float *restrict s) {
-  vf acc0[FJ_MR], acc1[FJ_MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < mr; ++i) acc0[i] = acc1[i] = (vf){0};
-  for (int64_t ch = 0; ch < c; ++ch) {
-    const vf w0 = load(w + ch * FJ_NR), w1 = load(w + ch * FJ_NR + FJ_LANES);
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; ++i) {
-      const float v = a[i * c + ch];
-      acc0[i] += v * w0;
-      acc1[i] += v * w1;
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < mr; ++i) {
-    store(s + i * FJ_NR, acc0[i]);
-    store(s + i * FJ_NR + FJ_LANES, acc1[i]);
-  }
+/* fp16 weights (an fp16 blob's layers; winograd.py): half the resident
+ * bytes, widened to fp32 as they are loaded, the sums in fp32. */
+static inline vf load_f32(const float *p) { return load(p); }
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline vf load_f16(const _Float16 *p) { /* GCC 12 would scalarise */
+  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
+#elif defined(__AVX__) && defined(__F16C__)
+#include <immintrin.h>
+static inline vf load_f16(const _Float16 *p) {
+  return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+#else /* NEON converts a vector in one instruction; else element-wise. */
+typedef _Float16 vh __attribute__((vector_size(FJ_VBYTES / 2), aligned(2)));
+static inline vf load_f16(const _Float16 *p) {
+  return __builtin_convertvector(*(const vh *)p, vf);
+}
+#endif
 
-#define GEMM_CASE(M)                                                        \
+/* s[i] = a[i] (one tile's C values) x w (C x NR) for mr tiles, and the
+ * plane's GEMM for tiles [0, n) of a chunk: a (n, C), s (n, NR), in
+ * nearly equal blocks of at most MR tiles, as conv_direct does. */
+#define DEFINE_GEMM(SUFFIX, WT)                                             \
+  static inline __attribute__((always_inline)) void gemm_block_##SUFFIX(   \
+      const int mr, const float *a, int64_t c, const WT *restrict w,       \
+      float *restrict s) {                                                  \
+    vf acc0[FJ_MR], acc1[FJ_MR];                                            \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i)                   \
+        acc0[i] = acc1[i] = (vf){0};                                        \
+    for (int64_t ch = 0; ch < c; ++ch) {                                    \
+      const vf w0 = load_##SUFFIX(w + ch * FJ_NR);                          \
+      const vf w1 = load_##SUFFIX(w + ch * FJ_NR + FJ_LANES);               \
+      _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {               \
+        const float v = a[i * c + ch];                                      \
+        acc0[i] += v * w0;                                                  \
+        acc1[i] += v * w1;                                                  \
+      }                                                                     \
+    }                                                                       \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {                 \
+      store(s + i * FJ_NR, acc0[i]);                                        \
+      store(s + i * FJ_NR + FJ_LANES, acc1[i]);                             \
+    }                                                                       \
+  }                                                                         \
+  static void gemm_plane_##SUFFIX(const float *a, int64_t n, int64_t c,     \
+                                  const WT *restrict w, float *restrict s) { \
+    const int64_t blocks = (n + FJ_MR - 1) / FJ_MR;                         \
+    const int64_t base = blocks ? n / blocks : 0;                           \
+    const int64_t extra = blocks ? n % blocks : 0;                          \
+    for (int64_t g = 0; g < blocks; ++g) {                                  \
+      const int64_t mr = base + (g < extra);                                \
+      switch (mr) {                                                         \
+        GEMM_CASES(SUFFIX)                                                  \
+        default: break;                                                     \
+      }                                                                     \
+      a += mr * c;                                                          \
+      s += mr * FJ_NR;                                                      \
+    }                                                                       \
+  }
+
+#define GEMM_CASE(SUFFIX, M)                                                \
   case M:                                                                   \
-    gemm_block(M, a, c, w, s);                                              \
+    gemm_block_##SUFFIX(M, a, c, w, s);                                     \
     break;
-
-/* One plane's GEMM for tiles [0, n) of the job: a (n, C), s (n, NR). */
-static void gemm_plane(const float *a, int64_t n, int64_t c,
-                       const float *restrict w, float *restrict s) {
-  /* Nearly equal blocks of at most MR tiles, as conv_direct does. */
-  const int64_t blocks = (n + FJ_MR - 1) / FJ_MR;
-  const int64_t base = blocks ? n / blocks : 0, extra = blocks ? n % blocks : 0;
-  for (int64_t g = 0; g < blocks; ++g) {
-    const int64_t mr = base + (g < extra);
-    switch (mr) {
-      GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5)
-      GEMM_CASE(6)
-#if FJ_MR > 6
-      GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11)
-      GEMM_CASE(12)
-#endif
+#define GEMM_CASES_6(S)                                                     \
+  GEMM_CASE(S, 1) GEMM_CASE(S, 2) GEMM_CASE(S, 3) GEMM_CASE(S, 4)           \
+  GEMM_CASE(S, 5) GEMM_CASE(S, 6)
 #if FJ_MR > 12
-      GEMM_CASE(13) GEMM_CASE(14)
+#define GEMM_CASES(S)                                                       \
+  GEMM_CASES_6(S) GEMM_CASE(S, 7) GEMM_CASE(S, 8) GEMM_CASE(S, 9)           \
+  GEMM_CASE(S, 10) GEMM_CASE(S, 11) GEMM_CASE(S, 12) GEMM_CASE(S, 13)       \
+  GEMM_CASE(S, 14)
+#elif FJ_MR > 6
+#define GEMM_CASES(S)                                                       \
+  GEMM_CASES_6(S) GEMM_CASE(S, 7) GEMM_CASE(S, 8) GEMM_CASE(S, 9)           \
+  GEMM_CASE(S, 10) GEMM_CASE(S, 11) GEMM_CASE(S, 12)
+#else
+#define GEMM_CASES(S) GEMM_CASES_6(S)
 #endif
-      default: break;
-    }
-    a += mr * c;
-    s += mr * FJ_NR;
-  }
-}
+
+DEFINE_GEMM(f32, float)
+DEFINE_GEMM(f16, _Float16)
 
 static inline vf vmax(vf a, vf b) {
   const vi take_a = (vi)(a > b);
@@ -199,29 +234,43 @@ static inline vf vmax(vf a, vf b) {
 
 void wino_output(const int64_t *p) {
   const int64_t c = p[W_C], th = p[W_TH], tw = p[W_TW], m = p[W_M];
-  const int64_t t0 = p[W_T0], t1 = p[W_T1], n = t1 - t0, band = p[W_BAND];
-  const int64_t planes = (m + 2) * (m + 2), plane = p[W_T] * c;
+  const int64_t band = p[W_BAND], planes = (m + 2) * (m + 2);
+  const int64_t plane = p[W_T] * c;
   const int64_t relu = p[W_RELU], pool = p[W_POOL];
   const int64_t yh = p[W_YH], yw = p[W_YW], out_m = pool ? m / 2 : m;
-  const float *u = PTR(const float *, W_U) + (t0 - band) * c;
-  float *s = PTR(float *, W_S);
-  const int64_t stride = n * FJ_NR; /* between planes of s */
+  /* The GEMM outputs of one chunk of tiles, all planes of one channel
+   * block: the block's weights (P * C * NR floats, ~1 MB for VGG's deep
+   * layers) stay in L2 while the chunks pass under them. */
+  float s[36 * CHUNK * FJ_NR];
+  const int64_t half_weights = p[W_HALF];
   for (int64_t kb = p[W_KB0]; kb < p[W_KB1]; ++kb) {
-    const float *w = PTR(const float *, W_V) + kb * planes * c * FJ_NR;
-    for (int64_t q = 0; q < planes; ++q)
-      gemm_plane(u + q * plane, n, c, w + q * c * FJ_NR, s + q * stride);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
-      for (int64_t half = 0; half < FJ_NR; half += FJ_LANES) {
-        const int64_t k0 = kb * FJ_NR + half;
-        const float *src = s + (t - t0) * FJ_NR + half;
-        const vf bias = load(PTR(const float *, W_BIAS) + k0);
-        float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
-                     out_m * j * yw + k0;
-        if (m == 4) {
-          OUTPUT_TILE(6, 4, AT6);
-        } else {
-          OUTPUT_TILE(4, 2, AT4);
+    const int64_t w0 = kb * planes * c * FJ_NR; /* this block's weights */
+    for (int64_t t0 = p[W_T0]; t0 < p[W_T1]; t0 += CHUNK) {
+      const int64_t n = p[W_T1] - t0 < CHUNK ? p[W_T1] - t0 : CHUNK;
+      const float *u = PTR(const float *, W_U) + (t0 - band) * c;
+      const int64_t stride = n * FJ_NR; /* between planes of s */
+      for (int64_t q = 0; q < planes; ++q) {
+        const int64_t at = w0 + q * c * FJ_NR;
+        if (half_weights)
+          gemm_plane_f16(u + q * plane, n, c,
+                         PTR(const _Float16 *, W_V) + at, s + q * stride);
+        else
+          gemm_plane_f32(u + q * plane, n, c, PTR(const float *, W_V) + at,
+                         s + q * stride);
+      }
+      for (int64_t t = t0; t < t0 + n; ++t) {
+        const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
+        for (int64_t half = 0; half < FJ_NR; half += FJ_LANES) {
+          const int64_t k0 = kb * FJ_NR + half;
+          const float *src = s + (t - t0) * FJ_NR + half;
+          const vf bias = load(PTR(const float *, W_BIAS) + k0);
+          float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
+                       out_m * j * yw + k0;
+          if (m == 4) {
+            OUTPUT_TILE(6, 4, AT6);
+          } else {
+            OUTPUT_TILE(4, 2, AT4);
+          }
         }
       }
     }
