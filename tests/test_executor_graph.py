@@ -321,10 +321,12 @@ def test_tiles_and_threads_do_not_change_results(small, tmp_path, tile_bytes):
   ex.close()
 
 
-@pytest.mark.parametrize("conv", ["im2col", "direct"])
+@pytest.mark.parametrize("conv", ["im2col", "direct", "winograd"])
 def test_conv_paths_match_float64_reference(small, tmp_path, conv):
-  """Both conv paths, with the downsampling blocks' zero-extending adds
-  fused into their second conv (the shortcut pool runs first)."""
+  """Every conv path, with the downsampling blocks' zero-extending adds
+  fused into their second conv (the shortcut pool runs first). Winograd
+  takes the 9×9 stage-3 convs at this width (cropped 4×4 tiles, the
+  residual fused, over the first 16 channels in stage3/block0)."""
   params, _, images, expected = small
   path = str(tmp_path / "m.fjx")
   graph_export.export_graph(path, dlib_resnet.lower(params), precision="fp32")
@@ -337,5 +339,10 @@ def test_conv_paths_match_float64_reference(small, tmp_path, conv):
   fused = [s for s in ex.steps if getattr(s, "add_channels", 0)
            and s.add_channels < s.shape[2]]
   assert len(fused) == 2  # stage2/block0 and stage3/block0.
+  if conv == "winograd":
+    from facejax.executor import winograd  # pylint: disable=g-import-not-at-top
+    names = [s.output for s in ex.steps
+             if isinstance(getattr(s, "direct", None), winograd.WinogradConv)]
+    assert any(n.startswith("stage3/block0") for n in names), names
   np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
   np.testing.assert_allclose(ex.forward(images[:1]), expected[:1], atol=1e-5)

@@ -133,8 +133,9 @@ def test_pool_matches_numpy(library, is_max, size, window, stride):
   np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
 
 
-def _conv3x3_float64(x, kernel, bias, relu, pool):
-  """Stride-1, pad-1 3×3 conv (+ 2×2 max-pool, + ReLU) in float64."""
+def _conv3x3_float64(x, kernel, bias, relu, pool, add=None):
+  """Stride-1, pad-1 3×3 conv (+ 2×2 max-pool or residual, + ReLU) in
+  float64."""
   n, h, w, _ = x.shape
   xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
   y = sum(np.einsum("nhwc,ck->nhwk", xp[:, r:r + h, s:s + w],
@@ -142,6 +143,8 @@ def _conv3x3_float64(x, kernel, bias, relu, pool):
           for r in range(3) for s in range(3)) + bias
   if pool:
     y = y.reshape(n, h // 2, 2, w // 2, 2, -1).max(axis=(2, 4))
+  if add is not None:
+    y[..., :add.shape[-1]] += add
   return np.maximum(y, 0) if relu else y
 
 
@@ -168,13 +171,18 @@ def test_winograd_kernel_transform_is_exact():
     np.testing.assert_allclose(y, ref, atol=1e-12)
 
 
-# (batch, height, width, C, K, m, pool, relu) in units of the vector:
-# channel counts are multiples of LANES and NR of the library at hand.
-WINOGRAD_CASES = [(1, 16, 16, 1, 1, 4, False, True),
-                  (2, 8, 24, 2, 2, 4, True, True),
-                  (1, 12, 20, 1, 3, 4, True, False),
-                  (3, 6, 10, 3, 1, 2, False, False),
-                  (1, 14, 14, 2, 2, 2, True, True)]
+# (batch, height, width, C, K, m, pool, relu, residual) with channels in
+# units of the vector (C and the residual's of LANES, K of NR): VGG's
+# pooled layers, and the ResNet's odd sizes (cropped last tiles) with the
+# residual add over all or the first channels (dlib's zero extension).
+WINOGRAD_CASES = [(1, 16, 16, 1, 1, 4, False, True, 0),
+                  (2, 8, 24, 2, 2, 4, True, True, 0),
+                  (1, 12, 20, 1, 3, 4, True, False, 0),
+                  (3, 6, 10, 3, 1, 2, False, False, 0),
+                  (1, 14, 14, 2, 2, 2, True, True, 0),
+                  (1, 35, 35, 2, 1, 4, False, True, 2),
+                  (2, 9, 18, 2, 2, 4, False, True, 2),
+                  (1, 7, 5, 1, 2, 2, False, False, 3)]
 
 
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
@@ -187,10 +195,12 @@ def test_winograd_conv_matches_float64(library, case, workers, band_bytes,
   ``band_bytes`` cuts the layer into many), into a strided output view,
   fp32 or fp16 weights; max error against float64 relative to the
   outputs' scale."""
-  n, h, w, c_units, k_units, m, pool, relu = case
+  n, h, w, c_units, k_units, m, pool, relu, add_units = case
   nr = int(library.conv_block_channels())
   channels, out = c_units * nr // 2, k_units * nr
   rng = np.random.default_rng(sum(case[:5]))
+  add = (rng.standard_normal((n, h, w, add_units * nr // 2)).astype(
+      np.float32) if add_units else None)
   x = rng.standard_normal((n, h, w, channels)).astype(np.float32)
   kernel = (rng.standard_normal((3, 3, channels, out)) /
             np.sqrt(9 * channels)).astype(np.float32)
@@ -210,8 +220,8 @@ def test_winograd_conv_matches_float64(library, case, workers, band_bytes,
                                           band_bytes=band_bytes), np.nan,
                     np.float32)
   conv.runner(conv.jobs(padded, dst, scratch, relu=relu, pool=pool,
-                        workers=workers, band_bytes=band_bytes))()
-  ref = _conv3x3_float64(x, kernel, bias, relu, pool)
+                        workers=workers, band_bytes=band_bytes, add=add))()
+  ref = _conv3x3_float64(x, kernel, bias, relu, pool, add)
   error = np.abs(dst - ref).max() / np.abs(ref).max()
   # fp16 weights: each transformed weight rounded by up to 2^-11 (the
   # fp16 rounding of the spatial weights alone gives ~2.4e-4 here).
@@ -230,6 +240,17 @@ def test_winograd_choice_and_refusals(library):
   # An fp16 blob: F(2×2) with fp16 weights above 256·256 per tap.
   assert winograd.choose_tile(library, 256, 256, 56, 56, half=True) == 4
   assert winograd.choose_tile(library, 256, 512, 28, 28, half=True) == 2
+  conv = winograd.WinogradConv(library, np.zeros((3, 3, lanes, nr),
+                                                 np.float32),
+                               np.zeros(nr, np.float32), 4)
+  padded = np.zeros((1, 12, 12, lanes), np.float32)
+  with pytest.raises(ValueError, match="pool needs 4x4 tiles"):
+    conv.jobs(padded, np.zeros((1, 5, 5, nr), np.float32),
+              np.zeros(1 << 16, np.float32), relu=True, pool=True, workers=1)
+  with pytest.raises(ValueError, match="residual of"):
+    conv.jobs(padded, np.zeros((1, 10, 10, nr), np.float32),
+              np.zeros(1 << 16, np.float32), relu=True, pool=False,
+              workers=1, add=np.zeros((1, 10, 10, 3), np.float32))
   with pytest.raises(ValueError, match="register block"):
     winograd.WinogradConv(library, np.zeros((3, 3, lanes, nr + 1),
                                             np.float32),

@@ -33,6 +33,7 @@ class DirectConv:
     self.block_channels = int(lib.conv_block_channels())
     self.block_pixels = int(lib.conv_block_pixels())
     self.fields = int(lib.conv_fields())
+    self.used_fields = int(lib.conv_used_fields())
     kh, kw, channels, out = kernel.shape
     nr = self.block_channels
     blocks = -(-out // nr)
@@ -85,8 +86,9 @@ class DirectConv:
             0 if add is None else add.ctypes.data,
             *(elem(add) if add is not None else (0, 0, 0)),
             0 if add is None else add.shape[3], int(relu), dst.ctypes.data,
-            *elem(dst), OP_CONV]
-    assert len(base) == self.fields, (len(base), self.fields)
+            *elem(dst)]
+    assert len(base) == self.used_fields, (len(base), self.used_fields)
+    base += [0] * (self.fields - len(base) - 1) + [OP_CONV]
     rows = []
     cuts = np.linspace(0, blocks, block_parts + 1).round().astype(int)
     for p0 in range(0, pixels, step):

@@ -52,9 +52,9 @@ class GraphExecutor:
     if device != "cpu":
       raise ValueError(f"device {device!r}: version-2 graphs run on the "
                        "CPU only")
-    if conv not in ("auto", "direct", "im2col"):
-      raise ValueError(f"conv {conv!r}: version-2 graphs use direct "
-                       "(compiled) or im2col convolutions, or auto")
+    if conv not in ("auto", "direct", "im2col", "winograd"):
+      raise ValueError(f"conv {conv!r}: version-2 graphs use winograd or "
+                       "direct (compiled) or im2col convolutions, or auto")
     self.blob = blob
     manifest = blob.manifest
     self.kind = manifest["output"]["kind"]
@@ -75,15 +75,17 @@ class GraphExecutor:
     if threads > 1 and blas.set_blas_threads(1):
       self.workers = threads
     self.native = None  # The compiled kernels, for dense convs.
-    if conv in ("auto", "direct"):
+    if conv != "im2col":
       from facejax.executor import native  # pylint: disable=g-import-not-at-top
       try:
         self.native = native.load()
         self.native.conv_team(threads)
       except native.NativeUnavailable:
-        if conv == "direct":
+        if conv != "auto":
           raise
-    self.conv = "direct" if self.native is not None else "im2col"
+    # Winograd (graph_steps.ConvStep) where a 3×3 layer's shape suits it.
+    self.conv = ("im2col" if self.native is None else
+                 "direct" if conv == "direct" else "winograd")
     self.shapes = graph_manifest.shapes(manifest)
     self.steps = self._fuse(manifest["ops"])
     blob.release_pages()

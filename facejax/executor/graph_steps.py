@@ -16,6 +16,7 @@ from facejax.executor import conv as conv_lib
 from facejax.executor import direct_conv
 from facejax.executor import graph_manifest
 from facejax.executor import sparse
+from facejax.executor import winograd
 
 DEFAULT_TILE_BYTES = 4 << 20
 # Below this many multiply-adds a conv tile is not worth a thread
@@ -44,8 +45,10 @@ def _interior(ex, name):
 class ConvStep(Step):
   """conv [→ affine] [→ add] [→ relu], dense or CSR weights.
 
-  A dense conv runs on the compiled direct kernel (direct_conv.py) when
-  the executor has it (``ex.native``), else as im2col + BLAS.
+  A dense conv runs by Winograd where its shape suits it
+  (winograd.choose_graph_tile), else on the compiled direct kernel
+  (direct_conv.py) when the executor has it (``ex.native``), else as
+  im2col + BLAS.
   """
 
   def __init__(self, ex, spec, affine, add_input, relu, out_shape):
@@ -76,10 +79,18 @@ class ConvStep(Step):
       if scale is not None:
         kernel = kernel * scale
         scale = None
-      if ex.native is not None:
-        self.direct = direct_conv.DirectConv(
-            ex.native, kernel.reshape(*self.kernel, self.channels, n_out)
-            .astype(np.float32), bias.astype(np.float32))
+      kernel4 = kernel.reshape(*self.kernel, self.channels, n_out).astype(
+          np.float32)
+      tile = (winograd.choose_graph_tile(
+          ex.native, self.channels, n_out, *self.shape[:2],
+          kernel=self.kernel, stride=self.stride, padding=self.padding,
+          add_channels=self.add_channels) if ex.conv == "winograd" else None)
+      if tile:
+        self.direct = winograd.WinogradConv(ex.native, kernel4,
+                                            bias.astype(np.float32), tile)
+      elif ex.native is not None:
+        self.direct = direct_conv.DirectConv(ex.native, kernel4,
+                                             bias.astype(np.float32))
       self.weight = (self.direct.weight if self.direct is not None else
                      np.ascontiguousarray(kernel, np.float32))
     else:
@@ -117,6 +128,9 @@ class ConvStep(Step):
     return tiles, blocks
 
   def scratch(self, ex, batch):
+    if isinstance(self.direct, winograd.WinogradConv):  # Its u, in col.
+      return self.direct.scratch_elements(batch, *self.shape[:2],
+                                          workers=ex.threads), 1
     if self.direct is not None:
       return 1, 1
     tiles, _ = self.plan(ex, batch)
@@ -126,6 +140,11 @@ class ConvStep(Step):
 
   def bind(self, ex, batch):
     padded = ex.padded_input(self.inputs[0], self.padding)
+    if isinstance(self.direct, winograd.WinogradConv):
+      return self.direct.runner(self.direct.jobs(
+          padded, _interior(ex, self.output), ex.scratch[0][0],
+          relu=self.relu, pool=False, workers=ex.threads,
+          add=_interior(ex, self.add_input) if self.add_input else None))
     if self.direct is not None:
       jobs = self.direct.jobs(
           padded, _interior(ex, self.output), self.stride,

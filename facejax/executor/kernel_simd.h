@@ -41,7 +41,7 @@ static inline vf relu_v(vf v) {
 }
 
 /* A team job is FJ_JOB_FIELDS int64; the last one says what it is. */
-#define FJ_JOB_FIELDS 29
+#define FJ_JOB_FIELDS 40
 #define FJ_JOB_OP (FJ_JOB_FIELDS - 1)
 enum { FJ_OP_CONV, FJ_OP_WINO_INPUT, FJ_OP_WINO_OUTPUT };
 

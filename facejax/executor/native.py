@@ -136,7 +136,7 @@ def declare(lib: ctypes.CDLL) -> None:
   lib.pool_direct.argtypes = [pointer] + [size] * 12 + [pointer] + [size] * 3
   lib.pool_direct.restype = None
   for symbol in ("conv_team", "conv_block_channels", "conv_block_pixels",
-                 "conv_fields"):
+                 "conv_fields", "conv_used_fields"):
     getattr(lib, symbol).restype = size
 
 

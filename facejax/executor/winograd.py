@@ -25,7 +25,7 @@ import numpy as np
 
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
 FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias relu "
-          "pool y yn yh yw").split()
+          "pool y yn yh yw ih iw oh ow add an ah aw addc").split()
 OP_INPUT, OP_OUTPUT = 1, 2  # kernel_simd.h
 JOBS_PER_WORKER = 4
 # The transformed input of one band, per image up to 4 (each band reads
@@ -73,6 +73,26 @@ def choose_tile(lib, channels, out, height, width, *, half=False):
   return None
 
 
+def choose_graph_tile(lib, channels, out, height, width, *, kernel, stride,
+                      padding, add_channels):
+  """F(4×4) for a 3×3 stride-1 pad-1 layer of a graph (the ResNet), or None.
+
+  The last tiles are cropped where 4 does not divide the output (dlib's
+  35, 18, 9). Only outputs of 8 or more a side (stages 1–3 of the face
+  ResNet), and at most 128·128 weights per tap: stages 4–5 (5×5 and 3×3,
+  256 channels) are bound by reading their weights, which F(4×4) would
+  quadruple (benchmarks/README.md, goal 4).
+  """
+  lanes = int(lib.conv_block_channels()) // 2
+  if (tuple(kernel), tuple(stride), tuple(padding)) != ((3, 3), (1, 1),
+                                                        (1, 1)):
+    return None
+  if (channels % lanes or out % (2 * lanes) or add_channels % lanes
+      or min(height, width) < 8 or channels * out > 128 * 128):
+    return None
+  return 4
+
+
 class WinogradConv:
   """A dense 3×3 layer (stride 1, pad 1) held in the Winograd domain.
 
@@ -114,7 +134,7 @@ class WinogradConv:
   def _plan(self, batch, height, width, workers, band_bytes):
     """Bands [(first, last) tile] and per-band (tile parts, block parts)."""
     channels, out = self.shape[2], self.shape[3]
-    tiles = batch * (height // self.m) * (width // self.m)
+    tiles = batch * -(-height // self.m) * -(-width // self.m)
     blocks = out // self.nr
     wanted = JOBS_PER_WORKER * workers if workers > 1 else 1
     # Channel blocks first (each job then reads only its share of the
@@ -135,26 +155,37 @@ class WinogradConv:
     cuts, _, _ = self._plan(batch, height, width, workers, band_bytes)
     return self.planes * self.shape[2] * max(t1 - t0 for t0, t1 in cuts)
 
-  def jobs(self, padded, dst, scratch, *, relu, pool, workers,
+  def jobs(self, padded, dst, scratch, *, relu, pool, workers, add=None,
            band_bytes=BAND_BYTES):
     """The team calls of one forward: [(input jobs, output jobs)] per band.
 
     Args:
       padded: (N, H+2, W+2, C) float32 input with its zero border.
       dst: (N, H, W, K), or (N, H/2, W/2, K) with ``pool``; channels
-        contiguous.
+        contiguous. H and W need not be multiples of m: the last tiles are
+        cropped (not with ``pool``).
       scratch: float32, ``scratch_elements`` long at least.
       relu, pool: the layer's epilogue.
       workers: threads of the team.
+      add: a residual (N, H, W, A), A ≤ K a multiple of the vector, added
+        to the first A channels before the ReLU, or None.
     """
     batch, height, width = padded.shape[0], padded.shape[1] - 2, (
         padded.shape[2] - 2)
     channels, out = self.shape[2], self.shape[3]
     for name, view in (("input", padded), ("output", dst),
-                       ("scratch", scratch)):
-      if view.dtype != np.float32 or view.strides[-1] != 4:
+                       ("scratch", scratch), ("add", add)):
+      if view is not None and (view.dtype != np.float32
+                               or view.strides[-1] != 4):
         raise ValueError(f"Winograd: the {name} must be float32 with "
                          "contiguous channels")
+    if pool and (height % self.m or width % self.m):
+      raise ValueError(f"Winograd: a fused pool needs {self.m}x{self.m} "
+                       f"tiles to cover {height}x{width} exactly")
+    if add is not None and (add.shape[3] % (self.nr // 2)
+                            or add.shape[3] > out):
+      raise ValueError(f"Winograd: a residual of {add.shape[3]} channels "
+                       f"does not fit {out} in vectors")
     cuts, tile_parts, block_parts = self._plan(batch, height, width,
                                                workers, band_bytes)
     if scratch.size < self.scratch_elements(batch, height, width,
@@ -164,12 +195,16 @@ class WinogradConv:
     elem = lambda v: [s // 4 for s in v.strides[:3]]
     u = scratch.ctypes.data
     common = dict(
-        x=padded.ctypes.data, c=channels, th=height // self.m,
-        tw=width // self.m, m=self.m, u=u, v=self.weight.ctypes.data,
+        x=padded.ctypes.data, c=channels, th=-(-height // self.m),
+        tw=-(-width // self.m), m=self.m, u=u, v=self.weight.ctypes.data,
+        ih=height + 2, iw=width + 2, oh=height, ow=width,
         half=int(self.weight.dtype == np.float16), k=out,
         bias=self.bias.ctypes.data, relu=int(relu), pool=int(pool),
         y=dst.ctypes.data, **dict(zip(("xn", "xh", "xw"), elem(padded))),
         **dict(zip(("yn", "yh", "yw"), elem(dst))))
+    if add is not None:
+      common.update(add=add.ctypes.data, addc=add.shape[3],
+                    **dict(zip(("an", "ah", "aw"), elem(add))))
     row = lambda op, **f: [{**common, **f}.get(n, 0) for n in FIELDS] + (
         [0] * (int(self.lib.conv_fields()) - len(FIELDS) - 1) + [op])
     blocks = out // self.nr

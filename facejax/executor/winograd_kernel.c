@@ -15,8 +15,9 @@
  *     u (P, T, C), T the band's tiles, t counted from the band's first.
  *   wino_output: tiles [t0, t1) x channel blocks [kb0, kb1): per block,
  *     per chunk of 2 MR tiles, the P GEMMs into s (P, chunk, NR) on the
- *     stack, then A^T s A with bias, and VGG's 2x2 max-pool and ReLU
- *     fused (with F(4x4) the pool windows tile the output block), into y.
+ *     stack, then A^T s A with bias, and VGG's 2x2 max-pool (with F(4x4)
+ *     the pool windows tile the output block) or the ResNet's residual
+ *     add, and ReLU fused, into y; outputs past (oh, ow) are dropped.
  * Weights are packed at load (winograd.py) as (K/NR, P, C, NR), float32
  * or float16.
  * The channel loops run over whole vectors: C is a multiple of LANES and K
@@ -37,6 +38,8 @@ enum {
                                      channel blocks */
   W_BIAS, W_RELU, W_POOL,
   W_Y, W_YN, W_YH, W_YW, /* output origin (pooled if W_POOL) */
+  W_IH, W_IW, W_OH, W_OW, /* input rows, columns there; outputs kept */
+  W_ADD, W_AN, W_AH, W_AW, W_ADDC, /* residual (0: none), its channels */
   W_END
 };
 _Static_assert(W_END <= FJ_JOB_OP, "Winograd jobs are team jobs");
@@ -81,12 +84,16 @@ _Static_assert(W_END <= FJ_JOB_OP, "Winograd jobs are team jobs");
   } while (0)
 
 /* B^T d B of one tile's (m+2)^2 patch at ``x``, LANES channels at a time,
- * plane q of the result to u + q * plane. */
+ * plane q of the result to u + q * plane. Rows and columns past the input
+ * (rows, cols < m + 2 in the last tiles of an output that m does not
+ * divide) read as zeros: they feed only outputs that are not kept. */
 #define INPUT_TILE(N, BT)                                                   \
   for (int64_t ch = 0; ch < c; ch += FJ_LANES) {                            \
     vf e[N][N], col[N], r[N];                                               \
     for (int q = 0; q < N; ++q) { /* B^T d, column q */                     \
-      for (int i = 0; i < N; ++i) col[i] = load(x + i * xh + q * xw + ch);  \
+      for (int i = 0; i < N; ++i)                                           \
+        col[i] = i < rows && q < cols ? load(x + i * xh + q * xw + ch)      \
+                                      : (vf){0};                            \
       BT(col, r);                                                           \
       for (int i = 0; i < N; ++i) e[i][q] = r[i];                           \
     }                                                                       \
@@ -105,6 +112,7 @@ void wino_input(const int64_t *p) {
     const float *x = PTR(const float *, W_X) + b * p[W_XN] + m * i * xh +
                      m * j * xw;
     float *u = PTR(float *, W_U) + (t - band) * c;
+    const int64_t rows = p[W_IH] - m * i, cols = p[W_IW] - m * j;
     if (m == 4) {
       INPUT_TILE(6, BT6)
     } else {
@@ -224,9 +232,10 @@ static inline vf vmax(vf a, vf b) {
           store(dst + i * yh + q * yw, relu ? relu_v(v) : v);               \
         }                                                                   \
     } else {                                                                \
-      for (int i = 0; i < M; ++i)                                           \
-        for (int q = 0; q < M; ++q) {                                       \
-          const vf v = out[i][q] + bias;                                    \
+      for (int i = 0; i < M && i < rows; ++i)                               \
+        for (int q = 0; q < M && q < cols; ++q) {                           \
+          vf v = out[i][q] + bias;                                          \
+          if (add) v += load(add + i * ah + q * aw);                        \
           store(dst + i * yh + q * yw, relu ? relu_v(v) : v);               \
         }                                                                   \
     }                                                                       \
@@ -238,6 +247,7 @@ void wino_output(const int64_t *p) {
   const int64_t plane = p[W_T] * c;
   const int64_t relu = p[W_RELU], pool = p[W_POOL];
   const int64_t yh = p[W_YH], yw = p[W_YW], out_m = pool ? m / 2 : m;
+  const int64_t ah = p[W_AH], aw = p[W_AW], add_c = p[W_ADDC];
   /* The GEMM outputs of one chunk of tiles, all planes of one channel
    * block: the block's weights (P * C * NR floats, ~1 MB for VGG's deep
    * layers) stay in L2 while the chunks pass under them. */
@@ -260,12 +270,20 @@ void wino_output(const int64_t *p) {
       }
       for (int64_t t = t0; t < t0 + n; ++t) {
         const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
+        const int64_t rows = p[W_OH] - m * i, cols = p[W_OW] - m * j;
         for (int64_t half = 0; half < FJ_NR; half += FJ_LANES) {
           const int64_t k0 = kb * FJ_NR + half;
           const float *src = s + (t - t0) * FJ_NR + half;
           const vf bias = load(PTR(const float *, W_BIAS) + k0);
           float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
                        out_m * j * yw + k0;
+          /* The residual's first add_c channels (dlib's zero extension;
+           * add_c is a multiple of LANES, winograd.py). */
+          const float *add =
+              p[W_ADD] && k0 < add_c
+                  ? PTR(const float *, W_ADD) + b * p[W_AN] + m * i * ah +
+                        m * j * aw + k0
+                  : 0;
           if (m == 4) {
             OUTPUT_TILE(6, 4, AT6);
           } else {
