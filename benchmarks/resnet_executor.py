@@ -11,8 +11,10 @@ random ones), the same 150×150 chips for everyone, timed round-robin
 
 * executor fp32 (dense) and fp16 (dense fp16 storage, upcast at load):
   version-2 blobs from facejax.export.graph_export, batch 1 and 8, on
-  the default compiled direct convs; ``executor_fp32_im2col`` is the same
-  blob on the im2col + OpenBLAS fallback (the only path that
+  the default convs (Winograd F(4×4) on stages 1–3, the compiled direct
+  kernel elsewhere); ``executor_fp32_direct`` is the same blob on direct
+  convs only, ``executor_fp32_im2col`` on the im2col + OpenBLAS fallback
+  (the only path that
   OPENBLAS_CORETYPE affects);
 * dlib's ``compute_face_descriptor`` on the chips (no alignment: they are
   already 150×150; dlib runs its own single-threaded CPU code);
@@ -185,11 +187,13 @@ def main(argv=None):
     executors[precision] = graph_network.GraphExecutor(
         blob_lib.open_blob(path, verify_checksums=True),
         threads=args.threads)
-  # The default convs are the compiled direct kernel (no BLAS, so no
-  # OPENBLAS_CORETYPE effect); im2col + OpenBLAS is the fallback.
-  executors["fp32_im2col"] = graph_network.GraphExecutor(
-      blob_lib.open_blob(os.path.join(args.out_dir, "resnet_fp32.fjx")),
-      threads=args.threads, conv="im2col")
+  # The default convs are Winograd F(4×4) on stages 1–3 and the compiled
+  # direct kernel elsewhere (no BLAS, so no OPENBLAS_CORETYPE effect);
+  # direct everywhere and im2col + OpenBLAS (the fallback) for comparison.
+  for conv in ("direct", "im2col"):
+    executors[f"fp32_{conv}"] = graph_network.GraphExecutor(
+        blob_lib.open_blob(os.path.join(args.out_dir, "resnet_fp32.fjx")),
+        threads=args.threads, conv=conv)
   rng = np.random.default_rng(0)
   chips = rng.integers(0, 256, (max(args.batches), 150, 150, 3), np.uint8)
   # Smooth the noise a little: closer to a photograph's statistics.

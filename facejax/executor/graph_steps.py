@@ -26,6 +26,8 @@ MIN_PARALLEL_MACS = 2 << 20
 # output channels instead, in blocks of whole cache lines.
 MIN_ROWS_PER_WORKER = 128
 COLUMN_ALIGN = 16
+# F(4×4) tiles in a call below which the direct kernel runs instead.
+WINOGRAD_MIN_TILES = 32
 
 
 class Step:
@@ -64,7 +66,7 @@ class ConvStep(Step):
     self.add_input = add_input
     self.add_channels = (ex.shapes[add_input][-1] if add_input else 0)
     self.relu = relu
-    self.direct = None
+    self.direct = self.winograd = None
     columns = graph_manifest.csr_columns(spec)
     n_out = spec["out"]
     bias = np.asarray(blob.array(key, "bias"), np.float64)
@@ -85,10 +87,11 @@ class ConvStep(Step):
           ex.native, self.channels, n_out, *self.shape[:2],
           kernel=self.kernel, stride=self.stride, padding=self.padding,
           add_channels=self.add_channels) if ex.conv == "winograd" else None)
-      if tile:
-        self.direct = winograd.WinogradConv(ex.native, kernel4,
-                                            bias.astype(np.float32), tile)
-      elif ex.native is not None:
+      if tile:  # Both: the batch decides (_winograd_for).
+        self.winograd = winograd.WinogradConv(ex.native, kernel4,
+                                              bias.astype(np.float32), tile)
+        self.winograd_weight = self.winograd.weight
+      if ex.native is not None:
         self.direct = direct_conv.DirectConv(ex.native, kernel4,
                                              bias.astype(np.float32))
       self.weight = (self.direct.weight if self.direct is not None else
@@ -127,10 +130,21 @@ class ConvStep(Step):
       blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
     return tiles, blocks
 
+  def _winograd_for(self, batch):
+    """Winograd where the batch has enough tiles to pay for its two
+    passes: measured per layer on the face ResNet at 2 threads, stage 1
+    (81 tiles an image) gains 1.3× at batch 1, stages 2–3 (25 and 4)
+    break even there and gain 1.2–1.7× at batch 8 (benchmarks/README.md).
+    """
+    if self.winograd is None:
+      return None
+    tiles = batch * -(-self.shape[0] // 4) * -(-self.shape[1] // 4)
+    return self.winograd if tiles >= WINOGRAD_MIN_TILES else None
+
   def scratch(self, ex, batch):
-    if isinstance(self.direct, winograd.WinogradConv):  # Its u, in col.
-      return self.direct.scratch_elements(batch, *self.shape[:2],
-                                          workers=ex.threads), 1
+    if self._winograd_for(batch) is not None:  # Its u, in the col buffer.
+      return self.winograd.scratch_elements(batch, *self.shape[:2],
+                                            workers=ex.threads), 1
     if self.direct is not None:
       return 1, 1
     tiles, _ = self.plan(ex, batch)
@@ -140,8 +154,8 @@ class ConvStep(Step):
 
   def bind(self, ex, batch):
     padded = ex.padded_input(self.inputs[0], self.padding)
-    if isinstance(self.direct, winograd.WinogradConv):
-      return self.direct.runner(self.direct.jobs(
+    if self._winograd_for(batch) is not None:
+      return self.winograd.runner(self.winograd.jobs(
           padded, _interior(ex, self.output), ex.scratch[0][0],
           relu=self.relu, pool=False, workers=ex.threads,
           add=_interior(ex, self.add_input) if self.add_input else None))
