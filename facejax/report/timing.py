@@ -12,8 +12,8 @@ report are exported as four blobs —
 
 — and each is timed in its own process (``python -m facejax.executor.bench``,
 so the peak resident memory is that blob's) with both CPU convolutions
-(im2col and Winograd, F(4×4) or F(2×2)), and on the GPU (CuPy) when this machine
-has one. Rounds run in a shuffled order and the lower median is kept, which
+(im2col and Winograd, F(4×4) or F(2×2)), and on the GPU (CuPy) when this
+machine has one. Rounds run in a shuffled order and the lower median is kept, which
 damps the load of a shared machine.
 """
 
