@@ -53,7 +53,7 @@ FACES = (os.path.join(ROOT, "third_party", "orl_faces", "*", "*.pgm"),
          "/work/shared/data/faces/celeb24_aligned/*/*.jpg")
 # name: (layout, extra compiler flags for a variant library or None).
 VARIANTS = {
-    "csc": ("csc", None),  # The default: zero inputs' columns skipped.
+    "csc": ("csc", None),  # Zero inputs' columns skipped.
     "csc_noprefetch": ("csc", ("-DFJ_PREFETCH=0",)),
     "csr": ("csr", None),  # The kernel before issue 12 (AVX2 gathers).
 }

@@ -128,7 +128,8 @@ def test_nan_inputs_propagate(library, layout):
 def test_csc_holds_one_copy_in_stored_dtypes():
   """CSC replaces the CSR arrays: 4 bytes per non-zero plus colptr."""
   indptr, indices, data, _ = _matrix(np.float16, np.uint16)
-  product = sparse.make_csr(indptr, indices, data, COLUMNS, backend="native")
+  product = sparse.make_csr(indptr, indices, data, COLUMNS, backend="native",
+                            layout="csc")
   assert product.layout == "csc"
   assert not hasattr(product, "indptr")  # No CSR copy beside it.
   nnz = int(indptr[-1])
@@ -146,7 +147,8 @@ def test_uint16_rows_are_split_below_65536(library):
   indices = np.concatenate([np.sort(rng.choice(columns, n, replace=False))
                             for n in per_row]).astype(np.uint16)
   data = rng.standard_normal(int(indptr[-1])).astype(np.float16)
-  product = sparse.NativeCSR(indptr, indices, data, columns, lib=library)
+  product = sparse.NativeCSR(indptr, indices, data, columns, lib=library,
+                             layout="csc")
   assert [b - a for a, b in product.row_blocks] == [65536, rows - 65536]
   dense = np.zeros((rows, columns))
   dense[np.repeat(np.arange(rows), per_row), indices] = data
@@ -157,14 +159,30 @@ def test_uint16_rows_are_split_below_65536(library):
                              rtol=1e-5, atol=1e-5)
 
 
-def test_out_of_range_index_is_refused():
+@pytest.mark.parametrize("layout", ["csc", "csr"])
+def test_out_of_range_index_is_refused(layout):
   indptr, indices, data, _ = _matrix(np.float32, np.int32)
   indices[5] = COLUMNS
   with pytest.raises(ValueError, match=f"not below {COLUMNS}"):
-    sparse.NativeCSR(indptr, indices, data, COLUMNS)
+    sparse.NativeCSR(indptr, indices, data, COLUMNS, layout=layout)
 
 
 def test_unknown_layout_is_refused():
   indptr, indices, data, _ = _matrix(np.float32, np.int32)
   with pytest.raises(ValueError, match="layout"):
     sparse.NativeCSR(indptr, indices, data, COLUMNS, layout="coo")
+
+
+def test_auto_layout_is_measured_once(library, monkeypatch):
+  """"auto" resolves to the layout ``choose_layout`` timed as faster, and
+  the timing runs once per library."""
+  monkeypatch.setattr(sparse, "_chosen_layout", {})
+  indptr, indices, data, _ = _matrix(np.float16, np.uint16)
+  first = sparse.NativeCSR(indptr, indices, data, COLUMNS, lib=library)
+  assert first.layout in ("csc", "csr")
+  assert sparse._chosen_layout == {id(library): first.layout}
+  calls = []
+  monkeypatch.setattr(sparse.NativeCSR, "matmul",
+                      lambda *a: calls.append(a))  # Would record timing.
+  second = sparse.NativeCSR(indptr, indices, data, COLUMNS, lib=library)
+  assert second.layout == first.layout and not calls

@@ -6,8 +6,9 @@ CSR. Three paths, tried in this order by ``make_csr``:
 * Native (``csr_kernel.c``, compiled on first use by native.py): reads the
   stored dtypes (fp16 values, uint16 indices: 4 bytes per non-zero instead
   of 8), rows split by non-zeros over the thread pool; ctypes releases the
-  GIL during the call. By default each row block is held column-major
-  (CSC), so a batch-1 product skips the columns whose input is zero.
+  GIL during the call. Each row block is held column-major (CSC), so a
+  batch-1 product skips the columns whose input is zero, or as CSR rows,
+  whichever ``choose_layout`` measures as faster on this machine.
 * SciPy (float32 values, int32 indices): the rows are cut into one block
   per thread with equal non-zeros, and the blocks run in a thread pool —
   SciPy's sparsetools release the GIL, so the threads overlap.
@@ -26,7 +27,50 @@ _NUMPY_CHUNK_ELEMENTS = 1 << 20  # Bounds the gather buffer (4 MiB).
 _MIN_NNZ_PER_THREAD = 1 << 18
 # A CSC block's uint16 row indices count from its first row.
 _UINT16_ROWS = 1 << 16
-LAYOUTS = ("csc", "csr")  # Of the native kernel's resident copy.
+LAYOUTS = ("auto", "csc", "csr")  # Of the native kernel's resident copy.
+_chosen_layout = {}  # id(lib) -> the layout "auto" measured as faster.
+
+
+def choose_layout(lib) -> str:
+  """The faster batch-1 layout on this machine, measured once a process.
+
+  Which one wins depends on the CPU (benchmarks/README.md, goal 2): on
+  the 2-core EPYC of session 4 the CSC kernel, skipping zero inputs, took
+  0.79× the CSR gather loop's time on real VGG activations; on the Intel
+  Xeon of session 5 it took 1.3×. So "auto" times both on a synthetic
+  layer shaped like them: 2048 × 8192, 5 % kept, fp16 values and uint16
+  indices, inputs with 45 % zeros (ReLU leaves 39–50 % in pool5, fc6 and
+  fc7 on real faces). The best of 7 calls each, interleaved, one thread,
+  about 20 ms once.
+  """
+  key = id(lib)
+  if key not in _chosen_layout:
+    import time  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    rows, columns, kept = 2048, 8192, 0.05
+    per_row = int(columns * kept)
+    # Each row a shifted copy of one random set of columns: distinct within
+    # the row, spread over all columns.
+    chosen = rng.permutation(columns)[:per_row]
+    shifts = rng.integers(0, columns, rows)
+    indices = np.sort((chosen[None] + shifts[:, None]) % columns, axis=1)
+    indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int64)
+    indices = indices.reshape(-1).astype(np.uint16)
+    data = rng.standard_normal(indices.size).astype(np.float16)
+    x = np.maximum(rng.standard_normal((1, columns)) + 0.125, 0).astype(
+        np.float32)  # 45 % zeros.
+    out = np.empty((1, rows), np.float32)
+    products = {layout: NativeCSR(indptr, indices, data, columns,
+                                  layout=layout, lib=lib)
+                for layout in ("csc", "csr")}
+    best = dict.fromkeys(products, float("inf"))
+    for _ in range(7):
+      for layout, product in products.items():
+        start = time.perf_counter()
+        product.matmul(x, out)
+        best[layout] = min(best[layout], time.perf_counter() - start)
+    _chosen_layout[key] = min(best, key=best.get)
+  return _chosen_layout[key]
 
 
 def split_rows(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
@@ -88,21 +132,24 @@ class ScipyCSR:
 class NativeCSR:
   """``x @ W`` through the compiled kernels, stored dtypes kept resident.
 
-  ``layout`` "csc" (the default) holds, instead of the CSR arrays, a
-  column-major copy of each thread's row range and at batch 1 reads only
-  the columns whose input is non-zero (the zeros ReLU leaves, EIE's
-  trick); "csr" keeps the CSR arrays and reads all of them. Only one
+  ``layout`` "csc" holds, instead of the CSR arrays, a column-major
+  copy of each thread's row range and at batch 1 reads only the columns
+  whose input is non-zero (the zeros ReLU leaves, EIE's trick); "csr"
+  keeps the CSR arrays and reads all of them; "auto" (the default) takes
+  the one that runs faster on this machine (``choose_layout``). Only one
   layout is resident, so both cost 4 bytes per non-zero (fp16 + uint16).
   """
 
   def __init__(self, indptr, indices, data, columns, *, pool=None,
-               threads=1, layout="csc", lib=None):
+               threads=1, layout="auto", lib=None):
     """``lib``: a kernel library other than ``native.load()``'s (tests and
     benchmarks build variants, e.g. without AVX-512)."""
     from facejax.executor import native  # pylint: disable=g-import-not-at-top
     if layout not in LAYOUTS:
       raise ValueError(f"layout {layout!r} not in {'/'.join(LAYOUTS)}")
     lib = lib or native.load()
+    if layout == "auto":
+      layout = choose_layout(lib)
     key = (np.dtype(data.dtype), np.dtype(indices.dtype))
     if key not in native.KERNELS:
       raise native.NativeUnavailable(
@@ -122,6 +169,10 @@ class NativeCSR:
       self.indptr = np.array(indptr, np.int64)
       self.indices = np.array(indices)
       self.data = np.array(data)
+      if self.indices.size and (int(self.indices.max()) >= columns
+                                or int(self.indices.min()) < 0):
+        raise ValueError(f"CSR indices: a column index is not below "
+                         f"{columns}")
       self.nbytes = (self.indptr.nbytes + self.indices.nbytes +
                      self.data.nbytes)
       return
@@ -233,7 +284,7 @@ BACKENDS = ("auto", "native", "scipy", "numpy")
 
 
 def make_csr(indptr, indices, data, columns, *, backend="auto", pool=None,
-             threads=1, layout="csc"):
+             threads=1, layout="auto"):
   """A CSR product object; ``backend`` is one of ``BACKENDS``.
 
   "auto" takes the native kernel where it builds, else SciPy, else NumPy.
