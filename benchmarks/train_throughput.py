@@ -2,14 +2,14 @@
 
   .venv/bin/python benchmarks/train_throughput.py [--rounds 8]
       [--batch 32] [--threads 2] [--models vgg resnet fc]
-      [--out-dir /tmp/facejax_train]
+      [--vgg-size embedded|full] [--out-dir /tmp/facejax_train]
 
 Same model, loss and optimizer on both sides, one process, timed
 round-robin (benchmarks/interleaved.py), samples/s = batch / step time:
 
 * ``vgg``: the embedded VGG-16 of configs/finetune.py's ``model`` block
-  (64×64, width 0.125, fc 1024, 50 classes, dropout 0.5), every layer
-  trained;
+  (64×64, width 0.125, fc 1024, 50 classes, dropout 0.5; ``--vgg-size
+  full`` for 224×224, width 1, fc 4096), every layer trained;
 * ``resnet``: dlib's ResNet at 150×150 with a 50-class head, every layer
   trained (``:all_trained,resnet``'s rules, here all multipliers 1);
 * ``fc``: the trainer's own step for configs/finetune.py's ``fine_tuned``
@@ -325,6 +325,11 @@ def main(argv=None):
   parser.add_argument("--models", nargs="+", default=["vgg", "resnet", "fc"],
                       choices=["vgg", "resnet", "fc"])
   parser.add_argument("--out-dir", default="/tmp/facejax_train")
+  parser.add_argument("--vgg-size", default="embedded",
+                      choices=("embedded", "full", "smoke"),
+                      help="config_lib.SIZES entry of the VGG-16 for 'vgg' "
+                      "and 'fc' (full: 224², width 1, fc 4096, the thesis's "
+                      "VGG Face shape)")
   parser.add_argument("--fc-torch", action="store_true",
                       help="also time PyTorch on cached pool5 in 'fc'")
   args = parser.parse_args(argv)
@@ -341,7 +346,8 @@ def main(argv=None):
   results = {"batch": args.batch, "threads": args.threads,
              "load_average_start": os.getloadavg(), "jax": jax.__version__,
              "devices": str(jax.devices()), "models": {}}
-  vgg_config = config_lib.model_config("embedded")
+  vgg_config = config_lib.model_config(args.vgg_size)
+  results["vgg_size"] = args.vgg_size
   for name in args.models:
     start = time.perf_counter()
     if name in ("vgg", "fc"):
