@@ -212,7 +212,8 @@ def _finetune_config(setup):
   return finetune.get_config(setup)
 
 
-def trainer_step(model, params, split, *, optimizer, start, frozen=None):
+def trainer_step(model, params, split, *, optimizer, start, frozen=None,
+                 batch_size=32):
   """A callable running one step of the trainer's loop (blocks until done).
 
   As ``trainer.train_and_evaluate`` does it: ``make_optimizer`` on the
@@ -227,7 +228,6 @@ def trainer_step(model, params, split, *, optimizer, start, frozen=None):
   from facejax.data import pipeline  # pylint: disable=g-import-not-at-top
   from facejax.train import splits  # pylint: disable=g-import-not-at-top
   from facejax.train import trainer  # pylint: disable=g-import-not-at-top
-  batch_size = 32
   mesh = parallel.data_mesh()
   _, tx, config_frozen = trainer.make_optimizer(optimizer, params, 7500)
   step_fn = trainer.jit_train_step(
@@ -296,15 +296,17 @@ def fc_contenders(model, params, images, pool5, labels):
   image_split = dataset.Split(images[order], labels[order])
   pool5_split = dataset.Split(pool5[order], labels[order])
   contenders = {}
+  step = functools.partial(trainer_step, model, params,
+                           batch_size=len(labels))
   for setup in FC_SETUPS:
     optimizer = _finetune_config(setup).optimizer
-    contenders[f"{setup}_cached_pool5"] = trainer_step(
-        model, params, pool5_split, optimizer=optimizer, start="pool5")
-    contenders[f"{setup}_recompute_trunk"] = trainer_step(
-        model, params, image_split, optimizer=optimizer, start=None)
-  contenders["fine_tuned_recompute_trunk_full_grad"] = trainer_step(
-      model, params, image_split, optimizer=_finetune_config(
-          "fine_tuned").optimizer, start=None, frozen=())
+    contenders[f"{setup}_cached_pool5"] = step(
+        pool5_split, optimizer=optimizer, start="pool5")
+    contenders[f"{setup}_recompute_trunk"] = step(
+        image_split, optimizer=optimizer, start=None)
+  contenders["fine_tuned_recompute_trunk_full_grad"] = step(
+      image_split, optimizer=_finetune_config("fine_tuned").optimizer,
+      start=None, frozen=())
   contenders["empty_step"] = empty_step(params)
   contenders["gemm_32x1024x1024"] = gemm_step()
   return contenders
