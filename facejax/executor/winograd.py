@@ -6,16 +6,19 @@ on a 2×2 block where direct spends 36. The products are P = 36 (16) GEMMs
 of (tiles, C) × (C, K), one per point of the transformed patch, run by
 ``winograd_kernel.c`` on the register block of the direct kernel, as jobs
 of the same C thread team (conv_kernel.c); the transforms around them are
-jobs too, and the bias, ReLU and VGG's 2×2 max-pool are fused into the
-output transform (a pool window never straddles a block).
+jobs too, and the bias, ReLU and VGG's 2×2 max-pool (a pool window never
+straddles a block) or the ResNet's residual add are fused into the output
+transform; outputs that m does not divide get cropped edge tiles.
 
-Costs, and where each variant goes (network.py, ``choose_tile``):
+Costs, and where each variant goes (network.py and ``choose_tile``;
+graph_steps.py and ``choose_graph_tile``):
 - Weights: the transformed kernel is P/9 of the dense one, 4× with
   F(4×4) and 16/9 with F(2×2) (thesis Table 3.3 counts memory); for an
   fp16 blob the big layers take F(2×2) with fp16 weights (choose_tile).
-- Accuracy: F(4×4)'s transform has entries up to 8 and 5/24, so its fp32
-  error is ~10× a direct conv's, still ~1e-6 of the outputs' scale per
-  layer (tests/test_executor_winograd.py checks it against float64).
+- Accuracy: F(4×4)'s transforms have entries up to 8 and 1/24, so its
+  fp32 error is 15–25× F(2×2)'s: 0.4–2e-5 of the outputs' scale on a
+  28×28 layer with 64–512 input channels, against 3–9e-7
+  (tests/test_executor_perf_kernels.py checks both against float64).
 - Scratch: the transformed input of a band of tiles (P·T·C floats),
   bounded by ``band_bytes`` per image (up to ``BAND_IMAGES``); the GEMM
   outputs live on the kernel's stack.
