@@ -159,10 +159,8 @@ def test_winograd_matches_jax(setup, batch, tile, monkeypatch):
   rest direct; dense and pruned, against the JAX model."""
   from facejax.executor import native  # pylint: disable=g-import-not-at-top
   from facejax.executor import winograd  # pylint: disable=g-import-not-at-top
-  try:
-    native.load()
-  except native.NativeUnavailable as e:
-    pytest.skip(f"compiled kernels unavailable: {e}")
+  if native.unavailable():
+    pytest.skip(f"compiled kernels unavailable: {native.unavailable()}")
   choose = winograd.choose_tile
   monkeypatch.setattr(winograd, "choose_tile", lambda *a, **k: choose(
       *a, **k) and (tile if a[3] % tile == 0 and a[4] % tile == 0 else None))
@@ -219,10 +217,8 @@ def test_direct_conv_matches_jax(setup, batch, threads):
   row bands or image groups), dense and pruned, against the JAX model;
   batch sizes that change between calls reuse and rebuild the plans."""
   from facejax.executor import native  # pylint: disable=g-import-not-at-top
-  try:
-    native.load()
-  except native.NativeUnavailable as e:
-    pytest.skip(f"compiled kernels unavailable: {e}")
+  if native.unavailable():
+    pytest.skip(f"compiled kernels unavailable: {native.unavailable()}")
   for params, masks, ref in ((setup["dense"], None, setup["ref_dense"]),
                              (setup["pruned"], setup["masks"],
                               setup["ref_pruned"])):

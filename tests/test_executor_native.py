@@ -9,12 +9,7 @@ import pytest
 from facejax.executor import native
 from facejax.executor import sparse
 
-try:
-  native.load()
-  _UNAVAILABLE = None
-except native.NativeUnavailable as e:  # No compiler, or no _Float16.
-  _UNAVAILABLE = str(e)
-
+_UNAVAILABLE = native.unavailable()  # No compiler, or no _Float16.
 pytestmark = pytest.mark.skipif(
     _UNAVAILABLE is not None,
     reason=f"{_UNAVAILABLE}: the executor falls back to SciPy/NumPy")

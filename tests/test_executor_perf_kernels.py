@@ -10,12 +10,7 @@ from facejax.executor import direct_conv
 from facejax.executor import native
 from facejax.executor import winograd
 
-try:
-  native.load()
-  _UNAVAILABLE = None
-except native.NativeUnavailable as e:
-  _UNAVAILABLE = str(e)
-
+_UNAVAILABLE = native.unavailable()  # No compiler, or no _Float16.
 pytestmark = pytest.mark.skipif(
     _UNAVAILABLE is not None,
     reason=f"{_UNAVAILABLE}: the executor falls back to im2col")

@@ -140,6 +140,15 @@ def declare(lib: ctypes.CDLL) -> None:
     getattr(lib, symbol).restype = size
 
 
+def unavailable() -> str | None:
+  """Why the kernels cannot be used here (``load()``'s reason), or None."""
+  try:
+    load()
+  except NativeUnavailable as e:
+    return str(e)
+  return None
+
+
 def load() -> ctypes.CDLL:
   """The kernel library, built on first use; raises NativeUnavailable."""
   global _loaded
