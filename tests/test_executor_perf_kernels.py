@@ -242,6 +242,10 @@ def test_winograd_choice_and_refusals(library):
   with pytest.raises(ValueError, match="pool needs 4x4 tiles"):
     conv.jobs(padded, np.zeros((1, 5, 5, nr), np.float32),
               np.zeros(1 << 16, np.float32), relu=True, pool=True, workers=1)
+  with pytest.raises(ValueError, match=r"output \(1, 10, 9"):
+    conv.jobs(padded, np.zeros((1, 10, 9, nr), np.float32),
+              np.zeros(1 << 16, np.float32), relu=True, pool=False,
+              workers=1)
   with pytest.raises(ValueError, match="residual of"):
     conv.jobs(padded, np.zeros((1, 10, 10, nr), np.float32),
               np.zeros(1 << 16, np.float32), relu=True, pool=False,

@@ -90,7 +90,6 @@ class ConvStep(Step):
       if tile:  # Both: the batch decides (_winograd_for).
         self.winograd = winograd.WinogradConv(ex.native, kernel4,
                                               bias.astype(np.float32), tile)
-        self.winograd_weight = self.winograd.weight
       if ex.native is not None:
         self.direct = direct_conv.DirectConv(ex.native, kernel4,
                                              bias.astype(np.float32))
@@ -130,6 +129,11 @@ class ConvStep(Step):
       blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
     return tiles, blocks
 
+  @property
+  def winograd_weight(self):
+    """The Winograd copy of the weights, held beside the direct one."""
+    return None if self.winograd is None else self.winograd.weight
+
   def _winograd_for(self, batch):
     """Winograd where the batch has enough tiles to pay for its two
     passes: measured per layer on the face ResNet at 2 threads, stage 1
@@ -138,7 +142,8 @@ class ConvStep(Step):
     """
     if self.winograd is None:
       return None
-    tiles = batch * -(-self.shape[0] // 4) * -(-self.shape[1] // 4)
+    m = self.winograd.m
+    tiles = batch * -(-self.shape[0] // m) * -(-self.shape[1] // m)
     return self.winograd if tiles >= WINOGRAD_MIN_TILES else None
 
   def scratch(self, ex, batch):

@@ -202,8 +202,9 @@ class Executor:
                     for _ in range(workers)]
     self.pool_scratch = xp.zeros(max(pool_elems, 1), np.float32)
     self.winograd_scratch = xp.zeros(max(winograd_elems, 1), np.float32)
-    # (layer, batch) -> prepared kernel call; pointers into these arenas.
-    self._direct_calls = {}
+    # (layer, batch) -> prepared direct or Winograd call; pointers into
+    # these arenas.
+    self._calls = {}
     self.batch = batch
     self.activation_bytes = (
         self.pool_scratch.nbytes + self.winograd_scratch.nbytes) + sum(
@@ -288,11 +289,11 @@ class Executor:
   def _winograd_call(self, i, spec, weight, padded, target):
     """Layer ``i`` by Winograd, pool fused: a call prepared per batch."""
     key = (i, padded.shape[0])
-    if key not in self._direct_calls:
-      self._direct_calls[key] = weight.runner(weight.jobs(
+    if key not in self._calls:
+      self._calls[key] = weight.runner(weight.jobs(
           padded, target, self.winograd_scratch, relu=spec["relu"],
           pool=spec["pool_after"], workers=self.threads))
-    return self._direct_calls[key]
+    return self._calls[key]
 
   def _direct_call(self, i, spec, weight, padded, target):
     """Layer ``i`` on the direct kernel (+ its 2×2 pool): a prepared call.
@@ -304,8 +305,8 @@ class Executor:
     batch size: the arenas do not move until a larger batch comes.
     """
     key = (i, padded.shape[0])
-    if key in self._direct_calls:
-      return self._direct_calls[key]
+    if key in self._calls:
+      return self._calls[key]
     batch, height, width = padded.shape[0], padded.shape[1] - 2, (
         padded.shape[2] - 2)
     out = spec["out"]
@@ -316,7 +317,7 @@ class Executor:
     run = weight.runner(weight.jobs(padded, dst, (1, 1), relu=spec["relu"],
                                     workers=self.threads))
     if not spec["pool_after"]:
-      self._direct_calls[key] = run
+      self._calls[key] = run
       return run
     pool = self.native.pool_direct
     elements = lambda view: [s // 4 for s in view.strides[:3]]
@@ -343,7 +344,7 @@ class Executor:
       else:
         for future in [self.pool.submit(call) for call in calls]:
           future.result()
-    self._direct_calls[key] = run_and_pool
+    self._calls[key] = run_and_pool
     return run_and_pool
 
   def fc(self, spec, weight, bias, x, dst):

@@ -152,11 +152,15 @@ class WinogradConv:
             for b in range(bands)]
     return cuts, tile_parts, block_parts
 
+  def _scratch(self, cuts):
+    """Floats of the largest band's transformed input."""
+    return self.planes * self.shape[2] * max(t1 - t0 for t0, t1 in cuts)
+
   def scratch_elements(self, batch, height, width, *, workers,
                        band_bytes=BAND_BYTES):
     """Floats of scratch ``jobs`` needs for this batch and input size."""
-    cuts, _, _ = self._plan(batch, height, width, workers, band_bytes)
-    return self.planes * self.shape[2] * max(t1 - t0 for t0, t1 in cuts)
+    return self._scratch(self._plan(batch, height, width, workers,
+                                    band_bytes)[0])
 
   def jobs(self, padded, dst, scratch, *, relu, pool, workers, add=None,
            band_bytes=BAND_BYTES):
@@ -182,6 +186,13 @@ class WinogradConv:
                                or view.strides[-1] != 4):
         raise ValueError(f"Winograd: the {name} must be float32 with "
                          "contiguous channels")
+    out_shape = (batch, height // 2, width // 2, out) if pool else (
+        batch, height, width, out)
+    if dst.shape != out_shape or (add is not None and add.shape[:3] !=
+                                  out_shape[:3]):
+      raise ValueError(f"Winograd: output {dst.shape} (residual "
+                       f"{None if add is None else add.shape}) for an "
+                       f"input {padded.shape}, expected {out_shape}")
     if pool and (height % self.m or width % self.m):
       raise ValueError(f"Winograd: a fused pool needs {self.m}x{self.m} "
                        f"tiles to cover {height}x{width} exactly")
@@ -191,9 +202,7 @@ class WinogradConv:
                        f"does not fit {out} in vectors")
     cuts, tile_parts, block_parts = self._plan(batch, height, width,
                                                workers, band_bytes)
-    if scratch.size < self.scratch_elements(batch, height, width,
-                                            workers=workers,
-                                            band_bytes=band_bytes):
+    if scratch.size < self._scratch(cuts):
       raise ValueError("Winograd: scratch too small for this batch")
     elem = lambda v: [s // 4 for s in v.strides[:3]]
     u = scratch.ctypes.data

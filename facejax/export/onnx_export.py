@@ -362,11 +362,7 @@ def compare_with_executor(model_path, blob_path, images=None, *,
   # default Winograd rounds an fp16 blob's F(2×2) weights once more
   # (winograd.py), which is not the export's doing.
   from facejax.executor import native  # pylint: disable=g-import-not-at-top
-  try:
-    native.load()
-    conv = "direct"
-  except native.NativeUnavailable:
-    conv = "auto"
+  conv = "auto" if native.unavailable() else "direct"
   executor = graph_network.make_executor(blob, threads=threads, conv=conv)
   try:
     inp = meta["facejax.input"]
