@@ -26,9 +26,10 @@ def embedding_blob(tmp_path_factory):
   return path
 
 
-def _run(*args):
+def _run(*args, env=None):
   return subprocess.run([sys.executable, "-m", "facejax.executor", *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=120)
+                        cwd=REPO, capture_output=True, text=True, timeout=120,
+                        env=None if env is None else {**os.environ, **env})
 
 
 def test_a_non_image_is_one_error_line(embedding_blob, tmp_path):
@@ -39,6 +40,19 @@ def test_a_non_image_is_one_error_line(embedding_blob, tmp_path):
   assert "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
       f"error: {bad}: no readable image")
+  assert not os.path.exists(tmp_path / "e.npy")
+
+
+def test_a_compiled_conv_without_the_kernels_names_the_flag(embedding_blob,
+                                                            tmp_path):
+  result = _run(embedding_blob, os.path.join(ORL, "s1"), "--conv",
+                "winograd", "--out", str(tmp_path / "e.npy"),
+                env={"FACEJAX_NATIVE": "0"})
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --conv winograd --sparse-backend auto: the compiled kernels "
+      "are needed: turned off by FACEJAX_NATIVE=0")
   assert not os.path.exists(tmp_path / "e.npy")
 
 

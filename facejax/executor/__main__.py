@@ -66,6 +66,7 @@ def main(argv=None) -> int:
   from facejax.executor import blob as blob_lib
   from facejax.executor import graph_network
   from facejax.executor import images as images_lib
+  from facejax.executor import native
   from facejax.executor import network
   # pylint: enable=g-import-not-at-top
   try:
@@ -75,8 +76,13 @@ def main(argv=None) -> int:
     executor = graph_network.make_executor(
         blob, device=args.device, threads=args.threads,
         sparse_backend=args.sparse_backend, conv=args.conv)
+  except native.NativeUnavailable as e:  # --conv or --sparse-backend.
+    print(f"error: --conv {args.conv} --sparse-backend "
+          f"{args.sparse_backend}: the compiled kernels are needed: {e}",
+          file=sys.stderr)
+    return 2
   except (blob_lib.BlobError, FileNotFoundError, ImportError,
-          RuntimeError, ValueError) as e:  # RuntimeError: a native kernel.
+          RuntimeError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"loaded {args.blob} in {(time.perf_counter() - start) * 1e3:.0f} ms"
