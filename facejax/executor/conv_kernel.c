@@ -257,8 +257,8 @@ int64_t conv_team(int64_t threads) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* Winograd's output jobs keep ~130 KB of GEMM results on the stack:
-     * not left to a small RLIMIT_STACK default. */
+    /* The conv jobs' register blocks and transforms keep their vectors
+     * on the stack: not left to a small RLIMIT_STACK default. */
     pthread_attr_setstacksize(&attr, 4 << 20);
     const int failed = pthread_create(&thread, &attr, helper, 0);
     pthread_attr_destroy(&attr);

@@ -91,7 +91,7 @@ class GraphExecutor:
     blob.release_pages()
     self.weight_bytes = self.mean.nbytes + sum(
         getattr(s, a).nbytes for s in self.steps
-        for a in ("weight", "bias", "scale", "winograd_weight")
+        for a in ("weight", "bias", "scale")
         if getattr(s, a, None) is not None)
     self.batch = 0
     self.activation_bytes = 0

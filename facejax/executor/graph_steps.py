@@ -87,12 +87,13 @@ class ConvStep(Step):
           ex.native, self.channels, n_out, *self.shape[:2],
           kernel=self.kernel, stride=self.stride, padding=self.padding,
           add_channels=self.add_channels) if ex.conv == "winograd" else None)
-      if tile:  # Both: the batch decides (_winograd_for).
-        self.winograd = winograd.WinogradConv(ex.native, kernel4,
-                                              bias.astype(np.float32), tile)
       if ex.native is not None:
         self.direct = direct_conv.DirectConv(ex.native, kernel4,
                                              bias.astype(np.float32))
+      if tile:  # Both, on the same taps: the batch decides (_winograd_for).
+        self.winograd = winograd.WinogradConv(
+            ex.native, kernel4, bias.astype(np.float32), tile,
+            packed=self.direct.weight)
       self.weight = (self.direct.weight if self.direct is not None else
                      np.ascontiguousarray(kernel, np.float32))
     else:
@@ -128,11 +129,6 @@ class ConvStep(Step):
       step = -(-n_out // ex.workers // COLUMN_ALIGN) * COLUMN_ALIGN
       blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
     return tiles, blocks
-
-  @property
-  def winograd_weight(self):
-    """The Winograd copy of the weights, held beside the direct one."""
-    return None if self.winograd is None else self.winograd.weight
 
   def _winograd_for(self, batch):
     """Winograd where the batch has enough tiles to pay for its two

@@ -95,8 +95,7 @@ class Executor:
       if spec["kind"] == "conv" and spec["storage"] == "dense":
         if conv == "winograd":
           algorithm = winograd.choose_tile(
-              self.native, spec["in"], spec["out"], height, width,
-              half=blob.array(spec["name"], "kernel").dtype == np.float16)
+              self.native, spec["in"], spec["out"], height, width)
         if conv == "direct" or (conv == "winograd" and not algorithm):
           algorithm = "direct"
       self.layers.append((spec, self._prepare(spec, sparse_backend,
@@ -124,8 +123,8 @@ class Executor:
     if spec["storage"] == "dense":
       kernel = self.blob.array(name, "kernel").reshape(columns, spec["out"])
       if algorithm != "im2col":
-        # An fp16 blob's F(2×2) layers keep fp16 weights (choose_tile).
-        half = kernel.dtype == np.float16 and algorithm == 2
+        # An fp16 blob's Winograd layers keep their taps in fp16.
+        half = kernel.dtype == np.float16 and algorithm != "direct"
         kernel = np.asarray(kernel, np.float32).reshape(
             3, 3, spec["in"], spec["out"])
         if algorithm == "direct":

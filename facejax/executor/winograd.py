@@ -12,13 +12,19 @@ transform; outputs that m does not divide get cropped edge tiles.
 
 Costs, and where each variant goes (network.py and ``choose_tile``;
 graph_steps.py and ``choose_graph_tile``):
-- Weights: the transformed kernel is P/9 of the dense one, 4× with
-  F(4×4) and 16/9 with F(2×2) (thesis Table 3.3 counts memory); for an
-  fp16 blob the big layers take F(2×2) with fp16 weights (choose_tile).
+- Weights: held as 3×3 taps, packed as the direct kernel packs them
+  (fp16 for an fp16 blob), and transformed (V = G g Gᵀ) a block of NR
+  output channels at a time by the job that reaches it, into a buffer of
+  its thread. Held whole, the transformed kernel would be P/9 of the
+  dense one (4× with F(4×4)) and read from DRAM on every forward: 172 MB
+  for VGG-16 at batch 1 where the taps are 43 MB. The transform costs
+  ~5 % of the GEMMs on conv4 at batch 1 (benchmarks/README.md).
 - Accuracy: F(4×4)'s transforms have entries up to 8 and 1/24, so its
   fp32 error is 15–25× F(2×2)'s: 0.4–2e-5 of the outputs' scale on a
   28×28 layer with 64–512 input channels, against 3–9e-7
   (tests/test_executor_perf_kernels.py checks both against float64).
+  fp16 weights are widened before the transform, so an fp16 blob adds no
+  rounding beyond its storage.
 - Scratch: the transformed input of a band of tiles (P·T·C floats),
   bounded by ``band_bytes`` per image (up to ``BAND_IMAGES``); the GEMM
   outputs live on the kernel's stack.
@@ -38,39 +44,18 @@ JOBS_PER_WORKER = 4
 BAND_BYTES = 4 << 20
 BAND_IMAGES = 4
 
-# G of F(m×m, 3×3) (float64; the kernel is transformed once, at load).
-_G = {
-    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6],
-                 [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-                 [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
-    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
-}
-
-
-def transform_kernel(kernel: np.ndarray, m: int) -> np.ndarray:
-  """(3, 3, C, K) weights -> (P, C, K) float64, V = G g Gᵀ per (c, k)."""
-  g = np.asarray(kernel, np.float64)
-  v = np.einsum("ai,ijck,bj->abck", _G[m], g, _G[m])
-  return v.reshape((m + 2) ** 2, g.shape[2], g.shape[3])
-
-
-def choose_tile(lib, channels, out, height, width, *, half=False):
+def choose_tile(lib, channels, out, height, width):
   """F(m×m) for a dense 3×3 layer: 4, 2, or None (the direct kernel).
 
   The largest block that tiles the output: on VGG-16 at 224 F(4×4) from
   conv1_2 to conv4_3, F(2×2) for the 14×14 conv5, and conv1_1 (3 input
-  channels do not fill a vector) direct. For a blob stored in fp16
-  (``half``, exported to save memory) the layers with more than 256·256
-  weights per tap, conv4 and conv5, take F(2×2) with fp16 weights: 16/9
-  of their fp16 bytes, where F(4×4) would hold 4× in fp32 (its transform
-  amplifies fp16 rounding ~20×, so it keeps fp32 weights). Per-layer
-  times and errors: benchmarks/README.md.
+  channels do not fill a vector) direct. Per-layer times and errors:
+  benchmarks/README.md.
   """
   lanes = int(lib.conv_block_channels()) // 2
   if channels % lanes or out % (2 * lanes):
     return None
-  big = half and channels * out > 256 * 256
-  for m in (2,) if big else (4, 2):
+  for m in (4, 2):
     if height % m == 0 and width % m == 0:
       return m
   return None
@@ -97,39 +82,43 @@ def choose_graph_tile(lib, channels, out, height, width, *, kernel, stride,
 
 
 class WinogradConv:
-  """A dense 3×3 layer (stride 1, pad 1) held in the Winograd domain.
+  """A dense 3×3 layer (stride 1, pad 1) run in the Winograd domain.
 
   Attributes:
     m: output block side, 4 or 2.
-    weight: (K/NR, P, C, NR) transformed and packed weights, float32, or
-      float16 with ``half``.
+    weight: (K/NR, 3, 3, C, NR) packed taps, float32, or float16 with
+      ``half``; the kernel transforms them as it goes.
     bias: (K,) float32.
     nbytes: bytes held.
   """
 
-  def __init__(self, lib, kernel, bias, m, *, half=False):
+  def __init__(self, lib, kernel, bias, m, *, half=False, packed=None):
     """``kernel`` (3, 3, C, K); ``choose_tile`` said ``m``.
 
-    ``half`` keeps the transformed weights in fp16 (for a blob stored in
-    fp16: the memory it was exported to save), rounded once from the
-    float64 transform of the stored values; the products and sums stay
-    fp32, as for CSR layers (network.py). F(2×2) only: its error is then
-    1.4× that of the fp16 weights themselves, F(4×4)'s would be ~20×.
+    ``half`` keeps the taps in fp16 (for a blob stored in fp16: the memory
+    it was exported to save); they are widened exactly, and the transform,
+    products and sums are fp32, as for CSR layers (network.py).
+    ``packed`` is a DirectConv's weight of the same kernel, shared rather
+    than packed twice (graph_steps.py holds both).
     """
     self.lib, self.m = lib, m
     self.nr = int(lib.conv_block_channels())
     _, _, channels, out = kernel.shape
-    if channels % (self.nr // 2) or out % self.nr or m not in _G:
+    if channels % (self.nr // 2) or out % self.nr or m not in (2, 4):
       raise ValueError(f"Winograd F({m}x{m}): {channels} -> {out} channels "
                        f"do not fill the {self.nr}-channel register block")
-    if half and m != 2:
-      raise ValueError("Winograd: fp16 weights are for F(2x2) only (F(4x4) "
-                       "amplifies their rounding ~20x)")
     self.planes = (m + 2) ** 2
-    v = transform_kernel(kernel, m)
-    self.weight = np.ascontiguousarray(
-        v.reshape(self.planes, channels, out // self.nr, self.nr)
-        .transpose(2, 0, 1, 3), np.float16 if half else np.float32)
+    shape = (out // self.nr, 3, 3, channels, self.nr)
+    dtype = np.float16 if half else np.float32
+    if packed is not None:
+      if packed.shape != shape or packed.dtype != dtype:
+        raise ValueError(f"Winograd: packed weights {packed.shape} "
+                         f"{packed.dtype}, expected {shape} {dtype}")
+      self.weight = packed
+    else:
+      self.weight = np.ascontiguousarray(
+          np.asarray(kernel).reshape(3, 3, channels, shape[0], self.nr)
+          .transpose(3, 0, 1, 2, 4), dtype)
     self.bias = np.ascontiguousarray(bias, np.float32)
     self.shape = kernel.shape
     self.nbytes = self.weight.nbytes + self.bias.nbytes

@@ -14,12 +14,18 @@
  *   wino_input: tiles [t0, t1) of a band: B^T d B of every channel into
  *     u (P, T, C), T the band's tiles, t counted from the band's first.
  *   wino_output: tiles [t0, t1) x channel blocks [kb0, kb1): per block,
- *     per chunk of 2 MR tiles, the P GEMMs into s (P, chunk, NR) on the
- *     stack, then A^T s A with bias, and VGG's 2x2 max-pool (with F(4x4)
- *     the pool windows tile the output block) or the ResNet's residual
- *     add, and ReLU fused, into y; outputs past (oh, ow) are dropped.
- * Weights are packed at load (winograd.py) as (K/NR, P, C, NR), float32
- * or float16.
+ *     G g G^T of its weights into a buffer of the thread, then per chunk
+ *     of 2 MR tiles the P GEMMs into s (P, chunk, NR) on the stack, then
+ *     A^T s A with bias, and VGG's 2x2 max-pool (with F(4x4) the pool
+ *     windows tile the output block) or the ResNet's residual add, and
+ *     ReLU fused, into y; outputs past (oh, ow) are dropped.
+ * Weights stay 3x3, packed as the direct kernel packs them (K/NR, 9, C,
+ * NR), float32 or float16, and are transformed a channel block at a time
+ * as a job reaches it: the transformed kernel is P/9 of the dense one (4x
+ * for F(4x4)), which held whole would be read from DRAM on every forward
+ * at batch 1 (172 MB for VGG-16, against 43 MB of 3x3 taps); the
+ * transform costs (P + 3m + 6) / (2 P T) of a block's GEMMs for T tiles,
+ * ~5 % on VGG's conv4 at batch 1.
  * The channel loops run over whole vectors: C is a multiple of LANES and K
  * of NR (winograd.py keeps other layers on the direct kernel).
  *
@@ -27,6 +33,9 @@
  * the patch of tile (b, i, j) starts at row m*i, column m*j of the
  * zero-bordered input.
  */
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "kernel_simd.h"
 
 enum {
@@ -34,8 +43,8 @@ enum {
   W_C, W_TH, W_TW, W_M,  /* channels; tiles per column and row; m */
   W_BAND, W_T, W_T0, W_T1, /* band's first tile, its tile count; range */
   W_U,                     /* (P, T, C) transformed input of the band */
-  W_V, W_HALF, W_K, W_KB0, W_KB1, /* packed weights (fp16 if W_HALF), K,
-                                     channel blocks */
+  W_V, W_HALF, W_K, W_KB0, W_KB1, /* packed 3x3 weights (fp16 if W_HALF),
+                                     K, channel blocks */
   W_BIAS, W_RELU, W_POOL,
   W_Y, W_YN, W_YH, W_YW, /* output origin (pooled if W_POOL) */
   W_IH, W_IW, W_OH, W_OW, /* input rows, columns there; outputs kept */
@@ -44,8 +53,18 @@ enum {
 };
 _Static_assert(W_END <= FJ_JOB_OP, "Winograd jobs are team jobs");
 
-/* Tiles whose GEMM outputs are held at once (on the stack, all planes). */
+/* Tiles of one pass of GEMMs under a plane's weights (two register
+ * blocks), and of a group whose GEMM outputs (all planes) are held until
+ * the output transform: 4 chunks, 516 KB with F(4x4), beside the
+ * transformed weights of up to CHANNELS_F4 (F(4x4)) or CHANNELS_F2 input
+ * channels (576 KB): both stay in a 2 MB L2 while the group's tiles pass.
+ * Wider layers are summed over channel slices (VGG's 512-channel conv4
+ * and conv5; writing their 2.25 MB blocks out to L3 cost 7 of 44 ms). */
 #define CHUNK (2 * FJ_MR)
+#define GROUP_CHUNKS 4
+#define PLANE_PAD 16 /* floats: one 64-byte line (TRANSFORM_BLOCK) */
+#define CHANNELS_F4 128
+#define CHANNELS_F2 256
 
 #define PTR(T, i) ((T)(intptr_t)p[i])
 
@@ -121,8 +140,27 @@ void wino_input(const int64_t *p) {
   }
 }
 
+#define GEMM_CASE(M)                                                        \
+  case M:                                                                   \
+    gemm_block(M, a, lda, cc, w, s, sum);                                   \
+    break;
+#define GEMM_CASES_6                                                        \
+  GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6)
+#if FJ_MR > 12
+#define GEMM_CASES                                                          \
+  GEMM_CASES_6 GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10)         \
+  GEMM_CASE(11) GEMM_CASE(12) GEMM_CASE(13) GEMM_CASE(14)
+#elif FJ_MR > 6
+#define GEMM_CASES                                                          \
+  GEMM_CASES_6 GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10)         \
+  GEMM_CASE(11) GEMM_CASE(12)
+#else
+#define GEMM_CASES GEMM_CASES_6
+#endif
+
 /* fp16 weights (an fp16 blob's layers; winograd.py): half the resident
- * bytes, widened to fp32 as they are loaded, the sums in fp32. */
+ * bytes, widened to fp32 as they are loaded; the transform and the sums
+ * are fp32, so the error is that of fp32 Winograd on the stored values. */
 static inline vf load_f32(const float *p) { return load(p); }
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -141,68 +179,132 @@ static inline vf load_f16(const _Float16 *p) {
 }
 #endif
 
-/* s[i] = a[i] (one tile's C values) x w (C x NR) for mr tiles, and the
- * plane's GEMM for tiles [0, n) of a chunk: a (n, C), s (n, NR), in
- * nearly equal blocks of at most MR tiles, as conv_direct does. */
-#define DEFINE_GEMM(SUFFIX, WT)                                             \
-  static inline __attribute__((always_inline)) void gemm_block_##SUFFIX(   \
-      const int mr, const float *a, int64_t c, const WT *restrict w,       \
-      float *restrict s) {                                                  \
-    vf acc0[FJ_MR], acc1[FJ_MR];                                            \
-    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i)                   \
-        acc0[i] = acc1[i] = (vf){0};                                        \
-    for (int64_t ch = 0; ch < c; ++ch) {                                    \
-      const vf w0 = load_##SUFFIX(w + ch * FJ_NR);                          \
-      const vf w1 = load_##SUFFIX(w + ch * FJ_NR + FJ_LANES);               \
-      _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {               \
-        const float v = a[i * c + ch];                                      \
-        acc0[i] += v * w0;                                                  \
-        acc1[i] += v * w1;                                                  \
-      }                                                                     \
+/* G of F(4x4, 3x3) (rows 1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+ * 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1) on a column (or row) of three. */
+#define G6(g, r)                                                            \
+  do {                                                                      \
+    const vf even = g[0] + g[2];                                            \
+    const vf outer = g[0] * (1.0f / 24) + g[2] * (1.0f / 6);                \
+    const vf mid = g[1] * (1.0f / 12);                                      \
+    r[0] = g[0] * 0.25f;                                                    \
+    r[1] = (even + g[1]) * (-1.0f / 6);                                     \
+    r[2] = (even - g[1]) * (-1.0f / 6);                                     \
+    r[3] = outer + mid;                                                     \
+    r[4] = outer - mid;                                                     \
+    r[5] = g[2];                                                            \
+  } while (0)
+/* G of F(2x2, 3x3) (1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1). */
+#define G4(g, r)                                                            \
+  do {                                                                      \
+    const vf even = g[0] + g[2];                                            \
+    r[0] = g[0];                                                            \
+    r[1] = (even + g[1]) * 0.5f;                                            \
+    r[2] = (even - g[1]) * 0.5f;                                            \
+    r[3] = g[2];                                                            \
+  } while (0)
+
+/* V = G g G^T of cc input channels of one channel block: w (9, C, NR)
+ * taps (tap stride wc = C * NR) -> v (P, cc, NR), planes PLANE_PAD floats
+ * apart past their end: at a power-of-two stride the 36 store streams
+ * would share one L1 set (measured: the transform took 6x its
+ * arithmetic). */
+#define TRANSFORM_BLOCK(N, G, SUFFIX)                                       \
+  for (int64_t at = 0; at < cc * FJ_NR; at += FJ_LANES) {                   \
+    vf col[3], r[N], e[N][3];                                               \
+    for (int j = 0; j < 3; ++j) { /* G g, column j */                       \
+      for (int i = 0; i < 3; ++i)                                           \
+        col[i] = load_##SUFFIX(w + (i * 3 + j) * wc + at);                  \
+      G(col, r);                                                            \
+      for (int i = 0; i < N; ++i) e[i][j] = r[i];                           \
     }                                                                       \
-    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {                 \
-      store(s + i * FJ_NR, acc0[i]);                                        \
-      store(s + i * FJ_NR + FJ_LANES, acc1[i]);                             \
-    }                                                                       \
-  }                                                                         \
-  static void gemm_plane_##SUFFIX(const float *a, int64_t n, int64_t c,     \
-                                  const WT *restrict w, float *restrict s) { \
-    const int64_t blocks = (n + FJ_MR - 1) / FJ_MR;                         \
-    const int64_t base = blocks ? n / blocks : 0;                           \
-    const int64_t extra = blocks ? n % blocks : 0;                          \
-    for (int64_t g = 0; g < blocks; ++g) {                                  \
-      const int64_t mr = base + (g < extra);                                \
-      switch (mr) {                                                         \
-        GEMM_CASES(SUFFIX)                                                  \
-        default: break;                                                     \
-      }                                                                     \
-      a += mr * c;                                                          \
-      s += mr * FJ_NR;                                                      \
+    for (int i = 0; i < N; ++i) { /* (G g) G^T, row i */                    \
+      G(e[i], r);                                                           \
+      for (int q = 0; q < N; ++q)                                           \
+        store(v + (i * N + q) * (cc * FJ_NR + PLANE_PAD) + at, r[q]);       \
     }                                                                       \
   }
 
-#define GEMM_CASE(SUFFIX, M)                                                \
-  case M:                                                                   \
-    gemm_block_##SUFFIX(M, a, c, w, s);                                     \
-    break;
-#define GEMM_CASES_6(S)                                                     \
-  GEMM_CASE(S, 1) GEMM_CASE(S, 2) GEMM_CASE(S, 3) GEMM_CASE(S, 4)           \
-  GEMM_CASE(S, 5) GEMM_CASE(S, 6)
-#if FJ_MR > 12
-#define GEMM_CASES(S)                                                       \
-  GEMM_CASES_6(S) GEMM_CASE(S, 7) GEMM_CASE(S, 8) GEMM_CASE(S, 9)           \
-  GEMM_CASE(S, 10) GEMM_CASE(S, 11) GEMM_CASE(S, 12) GEMM_CASE(S, 13)       \
-  GEMM_CASE(S, 14)
-#elif FJ_MR > 6
-#define GEMM_CASES(S)                                                       \
-  GEMM_CASES_6(S) GEMM_CASE(S, 7) GEMM_CASE(S, 8) GEMM_CASE(S, 9)           \
-  GEMM_CASE(S, 10) GEMM_CASE(S, 11) GEMM_CASE(S, 12)
-#else
-#define GEMM_CASES(S) GEMM_CASES_6(S)
-#endif
+#define DEFINE_TRANSFORM(SUFFIX, WT)                                        \
+  static void transform_##SUFFIX(const WT *restrict w, int64_t wc,          \
+                                 int64_t cc, int64_t m, float *restrict v) { \
+    if (m == 4) {                                                           \
+      TRANSFORM_BLOCK(6, G6, SUFFIX)                                        \
+    } else {                                                                \
+      TRANSFORM_BLOCK(4, G4, SUFFIX)                                        \
+    }                                                                       \
+  }
+DEFINE_TRANSFORM(f32, float)
+DEFINE_TRANSFORM(f16, _Float16)
 
-DEFINE_GEMM(f32, float)
-DEFINE_GEMM(f16, _Float16)
+/* Per thread: the transformed weights of one channel slice of a block,
+ * then the GEMM outputs of one group of tiles (sizes above); allocated on
+ * first use, kept for the thread's life. */
+#define SLICE_FLOATS (36 * (CHANNELS_F4 * FJ_NR + PLANE_PAD))
+#define GROUP_FLOATS (36 * GROUP_CHUNKS * CHUNK * FJ_NR)
+static __thread float *thread_buffer;
+
+static float *scratch_of_thread(void) {
+  if (!thread_buffer) {
+    thread_buffer = aligned_alloc(64, (SLICE_FLOATS + GROUP_FLOATS) * 4);
+    if (!thread_buffer) {
+      fprintf(stderr, "facejax executor: out of memory for Winograd's "
+                      "%d KB per thread\n",
+              (int)((SLICE_FLOATS + GROUP_FLOATS) * 4 / 1024));
+      abort();
+    }
+  }
+  return thread_buffer;
+}
+
+/* s[i] (+)= a[i] (cc channels of one tile, row stride lda) x w (cc x NR)
+ * for mr tiles (``sum``: added to what s holds, the previous channel
+ * slices), and the plane's GEMM for tiles [0, n) of a chunk: a (n, lda),
+ * s (n, NR), in nearly equal blocks of at most MR tiles, as conv_direct
+ * does. */
+static inline __attribute__((always_inline)) void gemm_block(
+    const int mr, const float *a, int64_t lda, int64_t cc,
+    const float *restrict w, float *restrict s, int sum) {
+  vf acc0[FJ_MR], acc1[FJ_MR];
+  if (sum) {
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {
+      acc0[i] = load(s + i * FJ_NR);
+      acc1[i] = load(s + i * FJ_NR + FJ_LANES);
+    }
+  } else {
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i)
+        acc0[i] = acc1[i] = (vf){0};
+  }
+  for (int64_t ch = 0; ch < cc; ++ch) {
+    const vf w0 = load(w + ch * FJ_NR);
+    const vf w1 = load(w + ch * FJ_NR + FJ_LANES);
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {
+      const float v = a[i * lda + ch];
+      acc0[i] += v * w0;
+      acc1[i] += v * w1;
+    }
+  }
+  _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {
+    store(s + i * FJ_NR, acc0[i]);
+    store(s + i * FJ_NR + FJ_LANES, acc1[i]);
+  }
+}
+
+static void gemm_plane(const float *a, int64_t n, int64_t lda, int64_t cc,
+                       const float *restrict w, float *restrict s, int sum) {
+  const int64_t blocks = (n + FJ_MR - 1) / FJ_MR;
+  const int64_t base = blocks ? n / blocks : 0;
+  const int64_t extra = blocks ? n % blocks : 0;
+  for (int64_t g = 0; g < blocks; ++g) {
+    const int64_t mr = base + (g < extra);
+    switch (mr) {
+      GEMM_CASES
+      default: break;
+    }
+    a += mr * lda;
+    s += mr * FJ_NR;
+  }
+}
+
 
 static inline vf vmax(vf a, vf b) {
   const vi take_a = (vi)(a > b);
@@ -248,32 +350,40 @@ void wino_output(const int64_t *p) {
   const int64_t relu = p[W_RELU], pool = p[W_POOL];
   const int64_t yh = p[W_YH], yw = p[W_YW], out_m = pool ? m / 2 : m;
   const int64_t ah = p[W_AH], aw = p[W_AW], add_c = p[W_ADDC];
-  /* The GEMM outputs of one chunk of tiles, all planes of one channel
-   * block: the block's weights (P * C * NR floats, ~1 MB for VGG's deep
-   * layers) stay in L2 while the chunks pass under them. */
-  float s[36 * CHUNK * FJ_NR];
-  const int64_t half_weights = p[W_HALF];
+  float *const vt = scratch_of_thread(), *const s = vt + SLICE_FLOATS;
+  const int64_t slice = m == 4 ? CHANNELS_F4 : CHANNELS_F2;
+  const int64_t group = GROUP_FLOATS / (planes * FJ_NR); /* tiles */
   for (int64_t kb = p[W_KB0]; kb < p[W_KB1]; ++kb) {
-    const int64_t w0 = kb * planes * c * FJ_NR; /* this block's weights */
-    for (int64_t t0 = p[W_T0]; t0 < p[W_T1]; t0 += CHUNK) {
-      const int64_t n = p[W_T1] - t0 < CHUNK ? p[W_T1] - t0 : CHUNK;
-      const float *u = PTR(const float *, W_U) + (t0 - band) * c;
-      const int64_t stride = n * FJ_NR; /* between planes of s */
-      for (int64_t q = 0; q < planes; ++q) {
-        const int64_t at = w0 + q * c * FJ_NR;
-        if (half_weights)
-          gemm_plane_f16(u + q * plane, n, c,
-                         PTR(const _Float16 *, W_V) + at, s + q * stride);
-        else
-          gemm_plane_f32(u + q * plane, n, c, PTR(const float *, W_V) + at,
-                         s + q * stride);
+    const int64_t taps = kb * 9 * c * FJ_NR; /* this block's 3x3 weights */
+    for (int64_t g0 = p[W_T0]; g0 < p[W_T1]; g0 += group) {
+      const int64_t gn = p[W_T1] - g0 < group ? p[W_T1] - g0 : group;
+      const int64_t stride = gn * FJ_NR; /* between planes of s */
+      for (int64_t c0 = 0; c0 < c; c0 += slice) {
+        const int64_t cc = c - c0 < slice ? c - c0 : slice;
+        /* One slice covers C: its weights serve every group. */
+        if (c0 || cc < c || g0 == p[W_T0]) {
+          if (p[W_HALF])
+            transform_f16(PTR(const _Float16 *, W_V) + taps + c0 * FJ_NR,
+                          c * FJ_NR, cc, m, vt);
+          else
+            transform_f32(PTR(const float *, W_V) + taps + c0 * FJ_NR,
+                          c * FJ_NR, cc, m, vt);
+        }
+        for (int64_t t0 = g0; t0 < g0 + gn; t0 += CHUNK) {
+          const int64_t n = g0 + gn - t0 < CHUNK ? g0 + gn - t0 : CHUNK;
+          const float *u = PTR(const float *, W_U) + (t0 - band) * c + c0;
+          for (int64_t q = 0; q < planes; ++q)
+            gemm_plane(u + q * plane, n, c, cc,
+                       vt + q * (cc * FJ_NR + PLANE_PAD),
+                       s + q * stride + (t0 - g0) * FJ_NR, c0 > 0);
+        }
       }
-      for (int64_t t = t0; t < t0 + n; ++t) {
+      for (int64_t t = g0; t < g0 + gn; ++t) {
         const int64_t b = t / (th * tw), i = t / tw % th, j = t % tw;
         const int64_t rows = p[W_OH] - m * i, cols = p[W_OW] - m * j;
         for (int64_t half = 0; half < FJ_NR; half += FJ_LANES) {
           const int64_t k0 = kb * FJ_NR + half;
-          const float *src = s + (t - t0) * FJ_NR + half;
+          const float *src = s + (t - g0) * FJ_NR + half;
           const vf bias = load(PTR(const float *, W_BIAS) + k0);
           float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
                        out_m * j * yw + k0;
