@@ -115,3 +115,19 @@ def test_failed_build_names_the_compiler(tmp_path):
     native.build(str(fake), str(target))
   assert not target.exists()
   assert list(tmp_path.iterdir()) == [fake]  # No temporary left behind.
+
+
+def test_failed_build_reports_the_first_error_line(tmp_path):
+  """GCC ends its report with a caret line; the message keeps the line
+  that names the file and the error."""
+  fake = tmp_path / "fakecc"
+  fake.write_text(
+      "#!/bin/sh\n"
+      "echo 'k.c: In function f:' >&2\n"
+      "echo 'k.c:7:3: error: PLANE_PAD undeclared' >&2\n"
+      "echo '    7 |   x = PLANE_PAD;' >&2\n"
+      "echo '      |       ^~~~~~~~~' >&2\nexit 1\n")
+  fake.chmod(0o755)
+  with pytest.raises(native.NativeUnavailable,
+                     match=r"k\.c:7:3: error: PLANE_PAD undeclared$"):
+    native.build(str(fake), str(tmp_path / "k.so"))

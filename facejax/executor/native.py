@@ -88,6 +88,14 @@ def library_path(compiler: str) -> str:
   return os.path.join(_cache_root(), f"kernels-{key.hexdigest()[:16]}.so")
 
 
+def _first_error(stderr: str) -> str:
+  """The compiler's first error line (file:line: error: ...), else its last
+  line: GCC ends with the caret under the source, which names nothing."""
+  lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+  errors = [line for line in lines if "error" in line]
+  return (errors or lines or [""])[0 if errors else -1]
+
+
 def build(compiler: str, path: str, flags=FLAGS) -> None:
   """Compiles the kernel to ``path`` atomically."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -100,7 +108,7 @@ def build(compiler: str, path: str, flags=FLAGS) -> None:
     if done.returncode != 0:
       raise NativeUnavailable(
           f"{compiler} could not build {', '.join(SOURCES)}: "
-          f"{done.stderr.strip().splitlines()[-1:] or done.returncode}")
+          f"{_first_error(done.stderr) or f'exit status {done.returncode}'}")
     os.replace(tmp, path)
   except (OSError, subprocess.SubprocessError) as e:
     raise NativeUnavailable(f"{compiler} failed: {e}") from None
