@@ -236,6 +236,13 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--input_size", type=int, default=64)
   parser.add_argument("--prune_steps", type=int, default=100)
+  parser.add_argument("--targets", default="raw",
+                      help="config.loss.targets of the distilled students: "
+                      "raw, centred or standardised")
+  parser.add_argument("--schedule", default="steps",
+                      help="config.optimizer.schedule: steps or cosine")
+  parser.add_argument("--warmup", type=float, default=0.0,
+                      help="config.optimizer.warmup, with cosine")
   parser.add_argument("--rounds", type=int, default=40)
   parser.add_argument("--pairs_per_set", type=int, default=100,
                       help="matched (and mismatched) pairs per set")
@@ -247,8 +254,11 @@ def main():
 
   # 1. Distillation.
   distill_dir = os.path.join(root, "distilled")
+  recipe = {"loss.targets": args.targets,
+            "optimizer.schedule": args.schedule,
+            "optimizer.warmup": args.warmup}
   config, distilled = _run(None, args, distill_dir,
-                           **{"train.num_steps": args.steps})
+                           **{"train.num_steps": args.steps}, **recipe)
   d = distilled["distill"]
   # 2. Directly on labels, for the same wall time.
   steps_per_s = args.steps / max(d["train_seconds"], 1e-9)
@@ -261,7 +271,7 @@ def main():
   if args.prune_steps:
     _, pruned = _run("pruned", args, os.path.join(root, "pruned"),
                      **{"train.num_steps": args.prune_steps,
-                        "init.weights": distill_dir})
+                        "init.weights": distill_dir}, **recipe)
 
   # 4. Blobs, cost, executor time and accuracy.
   weights = dlib_format.read_resnet()

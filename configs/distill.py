@@ -90,6 +90,10 @@ def get_config(arg=None):
       # Cross-entropy with the sources' identities (the labels variant's
       # only term).
       hard_label=1.0 if teacher == "labels" else 0.0,
+      # What an embedding teacher's outputs are regressed as
+      # (facejax/distill/standardise.py): "raw", "centred" or
+      # "standardised"; the saved student outputs teacher space either way.
+      targets="raw",
   ))
   config.data = ml_collections.ConfigDict(dict(
       # (folder or "generated", weight): identity folders, flat folders.
@@ -120,8 +124,10 @@ def get_config(arg=None):
       base_lr=0.001,
       momentum=0.9,  # Adam's β1, or SGD's momentum.
       weight_decay=5e-4,
+      schedule="steps",  # lr_drops, or "cosine" (warm-up, decay to 0).
       lr_drops=(0.6, 0.85),
       lr_drop_factor=0.1,
+      warmup=0.0,  # Fraction of the steps, with "cosine".
       lr_mults=((".*", 1.0),),
       decay_mults=((".*/bias", 0.0), (".*", 1.0)),
   ))

@@ -15,6 +15,7 @@ from facejax import run
 from facejax.distill import data as data_lib
 from facejax.distill import evaluate
 from facejax.distill import losses
+from facejax.distill import standardise
 from facejax.distill import targets as targets_lib
 from facejax.distill import teacher as teacher_lib
 from facejax.executor import blob as blob_lib
@@ -75,14 +76,73 @@ def test_losses_match_numpy():
     (dict(hard_label=1.0), None, False, "config.loss.hard_label needs"),
     (dict(), "embedding", True, "every weight is 0"),
     (dict(embedding_l2=-1.0), "embedding", True, "must be >= 0"),
+    (dict(hard_label=1.0, targets="centred"), None, True,
+     "config.loss.targets='centred' needs an embedding teacher"),
 ])
 def test_loss_checks_name_the_field(weights, kind, labelled, message):
   config = ml_collections.ConfigDict(dict(
       embedding_l2=0.0, embedding_cosine=0.0, kd=0.0, temperature=4.0,
-      hard_label=0.0))
+      hard_label=0.0, targets="raw"))
   config.update(weights)
   with pytest.raises(config_lib.ConfigError, match=message):
     losses.check(config, kind, labelled)
+
+
+# --- Standardised targets ----------------------------------------------------
+
+
+def _descriptors(rng, n=500, size=6):
+  # Like dlib's: far from the origin, varying little and unevenly about it.
+  return (rng.normal(0.3, 0.2, size) + rng.normal(size=(n, size))
+          * np.linspace(0.02, 0.05, size)).astype(np.float32)
+
+
+def test_standardise_fit_against_numpy():
+  t = _descriptors(np.random.default_rng(0))
+  assert standardise.fit(t, "raw") is None
+  assert standardise.to_standard(t, None) is t
+  per = standardise.fit(t, "standardised")
+  np.testing.assert_allclose(per.shift, np.mean(t, 0), rtol=1e-5)
+  np.testing.assert_allclose(per.scale, np.std(t, 0), rtol=1e-4)
+  v = standardise.to_standard(t, per)
+  np.testing.assert_allclose(v.mean(0), 0, atol=1e-4)
+  np.testing.assert_allclose(v.std(0), 1, rtol=1e-4)
+  one = standardise.fit(t, "centred")  # One scale: distances are kept.
+  sigma = np.sqrt(np.mean(np.var(t.astype(np.float64), 0)))
+  np.testing.assert_allclose(one.scale, np.full(6, sigma), rtol=1e-5)
+  v = standardise.to_standard(t, one)
+  np.testing.assert_allclose(np.linalg.norm(v[0] - v[1]) * sigma,
+                             np.linalg.norm(t[0] - t[1]), rtol=1e-4)
+  with pytest.raises(config_lib.ConfigError, match="config.loss.targets"):
+    standardise.fit(t, "whitened")
+  t[:, 2] = 0.5
+  with pytest.raises(config_lib.ConfigError, match=r"components \[2\]"):
+    standardise.fit(t, "standardised")
+
+
+@pytest.mark.parametrize("classes", [0, 3])
+def test_folded_student_outputs_teacher_space(classes):
+  model = squeezenet.SqueezeNet(width=0.25, num_classes=classes)
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 48, 48, 3)).astype(np.float32)
+  params = model.init(jax.random.key(0), x)["params"]
+  affine = standardise.fit(_descriptors(rng, size=128), "standardised")
+  out, features = model.apply({"params": params}, x, return_features=True)
+  folded = standardise.fold(params, affine)
+  out_f, features_f = model.apply({"params": folded}, x,
+                                  return_features=True)
+  # The folded network's embedding is the trained one mapped by NumPy to
+  # teacher space, and its head reads that to the same logits.
+  np.testing.assert_allclose(
+      features_f["embedding"],
+      np.asarray(features["embedding"]) * affine.scale + affine.shift,
+      rtol=1e-5, atol=1e-6)
+  if classes:
+    np.testing.assert_allclose(out_f, out, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(standardise.unfold(folded, affine)),
+                  jax.tree.leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert standardise.fold(params, None) is params
 
 
 def test_config_variants():
@@ -300,3 +360,44 @@ def test_labels_then_soft_logits(tmp_path):
 def _metrics(workdir):
   from facejax.train import metrics  # pylint: disable=g-import-not-at-top
   return metrics.read_metrics(workdir)
+
+
+def test_standardised_targets_cosine_schedule_and_resume(tmp_path):
+  config, workdir = _smoke(tmp_path, "smoke", "standardised")
+  config.loss.targets = "standardised"
+  config.optimizer.update(schedule="cosine", warmup=0.25)
+  config.eval.teacher = False
+  results = run.run(config, workdir)
+  assert results["step"] == 6
+  lrs = [r["lr"] for r in _metrics(workdir) if r["split"] == "train"]
+  # Logged after steps 2, 4, 6: the rates of steps 1, 3, 5 (0-based) of a
+  # linear warm-up over steps 0-1 and a cosine from step 2 to 6.
+  base = config.optimizer.base_lr
+  np.testing.assert_allclose(lrs, [base / 2] + [
+      base * (1 + np.cos(np.pi * (k - 2) / 4)) / 2 for k in (3, 5)],
+                             rtol=1e-4)
+  # The checkpoint outputs teacher space: over the distillation views the
+  # student's mean descriptor is near the teacher's (1.26 from the origin
+  # on real faces), not near 0 where the standardised targets are.
+  teacher = teacher_lib.load(config.teacher)
+  data = data_lib.build(config.data, teacher.input_size, 48)
+  targets = targets_lib.teacher_outputs(teacher, data, config.data.cache_dir)
+  bundle = checkpoint.restore_for_export(workdir)
+  views = np.asarray(data.images, np.float32)
+  student = squeezenet.SqueezeNet(width=0.25).apply(
+      {"params": {k: v for k, v in bundle.params.items() if k != "head"}},
+      views - bundle.mean_image)
+  gap = np.linalg.norm(np.mean(student, 0) - targets.mean(0))
+  assert gap < 0.5 * np.linalg.norm(targets.mean(0)), gap
+  # Resumed from step 3, the standardised parameters are unfolded again.
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(workdir, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+  run.run(config, resumed)
+  for a, b in zip(jax.tree.leaves(bundle.params), jax.tree.leaves(
+      checkpoint.restore_for_export(resumed).params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  config.optimizer.schedule = "linear"
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.optimizer.schedule"):
+    run.run(config, str(tmp_path / "bad"))

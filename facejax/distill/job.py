@@ -36,6 +36,7 @@ from facejax.data import preprocess
 from facejax.distill import data as data_lib
 from facejax.distill import evaluate
 from facejax.distill import losses
+from facejax.distill import standardise
 from facejax.distill import targets as targets_lib
 from facejax.distill import teacher as teacher_lib
 from facejax.models import family as family_lib
@@ -82,6 +83,24 @@ def embed_step(params, images, mean_rgb, *, model):
                             images.astype(jnp.float32) - mean_rgb,
                             return_features=True)
   return features["embedding"]
+
+
+def make_schedule(opt_config, steps):
+  """The learning rate per step: ``"steps"``, the thesis's drops (§3.1),
+  or ``"cosine"``, a linear warm-up over ``warmup`` of the steps and a
+  cosine decay to 0 (Loshchilov & Hutter 2017)."""
+  if opt_config.schedule == "steps":
+    return optim.lr_schedule(opt_config.base_lr, steps, opt_config.lr_drops,
+                             opt_config.lr_drop_factor)
+  if opt_config.schedule != "cosine":
+    raise config_lib.ConfigError(
+        "config.optimizer.schedule must be 'steps' or 'cosine', got "
+        f"{opt_config.schedule!r}")
+  if not 0.0 <= opt_config.warmup < 1.0:
+    raise config_lib.ConfigError(
+        f"config.optimizer.warmup must lie in [0, 1), got {opt_config.warmup}")
+  return optax.warmup_cosine_decay_schedule(
+      0.0, opt_config.base_lr, int(round(opt_config.warmup * steps)), steps)
 
 
 def make_optimizer(opt_config, params, schedule):
@@ -155,6 +174,10 @@ def _distill(config, workdir, allow_config_change):
   targets = (targets_lib.teacher_outputs(teacher, data, config.data.cache_dir)
              if teacher is not None
              else np.zeros((len(labels), 1), np.float32))
+  # The student regresses standardised targets (standardise.py) and is
+  # saved folded back to the teacher's space.
+  affine = standardise.fit(targets, config.loss.targets)
+  targets = standardise.to_standard(targets, affine)
   # What the teacher pass cost when it ran, even if mapped from the cache
   # now (the wall time a comparison must grant a student without one).
   teacher_seconds = time.time() - started
@@ -174,9 +197,7 @@ def _distill(config, workdir, allow_config_change):
   shape = family.input_shape(config.model)
   abstract_params = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape))))["params"]
-  schedule = optim.lr_schedule(config.optimizer.base_lr, steps,
-                               config.optimizer.lr_drops,
-                               config.optimizer.lr_drop_factor)
+  schedule = make_schedule(config.optimizer, steps)
   tx = make_optimizer(config.optimizer, abstract_params, schedule)
   pruner = trainer.make_pruner(config.pruning, steps)
   if pruner is not None:
@@ -204,6 +225,7 @@ def _distill(config, workdir, allow_config_change):
                    "step": jnp.int32(0)}, abstract_params)
     state, _, saved_meta = checkpoint.restore(mngr, latest, abstract_state,
                                               shape)
+    state = dict(state, params=standardise.unfold(state["params"], affine))
     if saved_meta["class_names"] != class_names:
       raise config_lib.ConfigError(
           f"the checkpoint in {workdir} has other classes than this "
@@ -214,6 +236,8 @@ def _distill(config, workdir, allow_config_change):
     logging.info("resumed from %s at step %d", workdir, latest)
   else:
     params = _initial_params(config, abstract_params)
+    if config.init.weights is not None:  # A saved student: teacher space.
+      params = standardise.unfold(params, affine)
     state = {"params": params, "opt_state": jax.jit(tx.init)(params),
              "step": jnp.int32(0)}
 
@@ -226,6 +250,7 @@ def _distill(config, workdir, allow_config_change):
                            workdir)
 
   def student_top1(params):
+    params = standardise.fold(params, affine)
     embed = teacher_lib.padded_batches(
         lambda images: jit_embed(params, images, mean_rgb),
         config.eval.batch_size)
@@ -280,7 +305,8 @@ def _distill(config, workdir, allow_config_change):
         write(done, "eval", {"top1": top1})
         logging.info("step %d held-out 1-NN top-1 %.4f", done, top1)
       if saving_step:
-        checkpoint.save(mngr, done, state, mean_image, meta)
+        checkpoint.save(mngr, done, dict(state, params=standardise.fold(
+            state["params"], affine)), mean_image, meta)
   finally:
     mngr.wait_until_finished()
 

@@ -44,6 +44,10 @@ def check(loss_config, teacher_kind: str | None, has_labels: bool) -> None:
     raise config_lib.ConfigError(
         "config.loss.hard_label needs labelled faces: an identity folder "
         "or the generated faces in config.data.sources")
+  if loss_config.targets != "raw" and teacher_kind != "embedding":
+    raise config_lib.ConfigError(
+        f"config.loss.targets={loss_config.targets!r} needs an embedding "
+        f"teacher; the teacher gives {teacher_kind or 'nothing (kind none)'}")
   if loss_config.temperature <= 0:
     raise config_lib.ConfigError(
         f"config.loss.temperature must be > 0, got {loss_config.temperature}")
