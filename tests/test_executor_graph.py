@@ -84,6 +84,12 @@ def reference(params, pixels_minus_mean):
   return x
 
 
+def _map_arrays(fn, tree):
+  """``fn`` on every array of a nested dict of parameters."""
+  return {k: _map_arrays(fn, v) if isinstance(v, dict) else fn(v)
+          for k, v in tree.items()}
+
+
 def _executor(tmp_path, params, name="m.fjx", masks=None, class_names=None,
               sparse_backend="auto", **options):
   graph = dlib_resnet.lower(params, masks, class_names=class_names)
@@ -129,6 +135,19 @@ def test_fp16_storage_bound(small, tmp_path):
   diff = np.abs(ex.forward(images) - expected).max()
   # Weights rounded to 11 bits (relative 2^-11 = 4.9e-4) through 29 layers.
   assert diff < 2e-2 * np.abs(expected).max(), diff
+  # The C kernels hold the convs' weights as stored (fp16, half the
+  # bytes) with dlib's affine scale apart: on weights that fp16 holds
+  # exactly the fp16 blob is the float64 network to fp32 precision.
+  convs = [s for s in ex.steps if getattr(s, "direct", None) is not None]
+  if native.unavailable() is None:
+    assert convs and all(s.direct.weight.dtype == np.float16 for s in convs)
+  exact = _map_arrays(lambda a: np.asarray(a, np.float16).astype(
+      np.float32), params)
+  ex16, _ = _executor(tmp_path, exact, name="exact16.fjx", precision="fp16")
+  ex32, _ = _executor(tmp_path, exact, name="exact32.fjx", precision="fp32")
+  assert ex16.weight_bytes < 0.55 * ex32.weight_bytes or not convs
+  np.testing.assert_allclose(ex16.forward(images), reference(exact, images),
+                             atol=1e-5)
 
 
 def test_pruned_csr_matches_dense_reference(small, tmp_path):

@@ -58,8 +58,10 @@ CASES = [(1, 37, 3, 32, 7, 2, 0), (2, 35, 32, 32, 3, 1, 32),
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("workers", [1, 2])
-def test_direct_conv_matches_float64(library, case, workers):
+@pytest.mark.parametrize("workers,half", [(1, False), (2, False), (2, True)])
+def test_direct_conv_matches_float64(library, case, workers, half):
+  """fp32 weights, or fp16 ones (an fp16 blob's, widened exactly) with a
+  per-channel scale of either sign on the sums (dlib's affine)."""
   batch, size, c, k, ksize, stride, add_c = case
   rng = np.random.default_rng(size * 31 + k)
   # Inputs inside a bigger buffer: strides that are not the shape's.
@@ -72,7 +74,12 @@ def test_direct_conv_matches_float64(library, case, workers):
   oh = (size - ksize) // stride + 1
   add = (rng.standard_normal((batch, oh, oh, add_c)).astype(np.float32)
          if add_c else None)
-  conv = direct_conv.DirectConv(library, kernel, bias)
+  scale = rng.uniform(-2, 2, k).astype(np.float32) if half else None
+  conv = direct_conv.DirectConv(library, kernel, bias, half=half,
+                                scale=scale)
+  assert conv.weight.dtype == (np.float16 if half else np.float32)
+  if half:  # The reference: the stored values, the scale folded in.
+    kernel = kernel.astype(np.float16).astype(np.float64) * scale
   out_big = np.full((batch, oh, oh + 1, k + 3), 7.0, np.float32)
   out = out_big[:, :, 1:, 1:k + 1]
   for relu in (True, False):
@@ -192,15 +199,16 @@ WINOGRAD_CASES = [(1, 16, 16, 1, 1, 4, False, True, 0),
 
 
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
-@pytest.mark.parametrize("workers,band_bytes,half", [
-    (1, 4 << 20, False), (2, 4 << 20, False), (2, 30000, False),
-    (2, 30000, True)])
+@pytest.mark.parametrize("workers,band_bytes,half,scaled", [
+    (1, 4 << 20, False, False), (2, 4 << 20, False, False),
+    (2, 30000, False, False), (2, 30000, True, False),
+    (2, 4 << 20, True, True)])
 def test_winograd_conv_matches_float64(library, case, workers, band_bytes,
-                                       half):
+                                       half, scaled):
   """Both tile sizes, fused pool and ReLU, batches, uneven bands (small
   ``band_bytes`` cuts the layer into many), into a strided output view,
-  fp32 or fp16 weights; max error against float64 relative to the
-  outputs' scale."""
+  fp32 or fp16 weights, a per-channel scale of either sign (before the
+  pool); max error against float64 relative to the outputs' scale."""
   n, h, w, c_units, k_units, m, pool, relu, add_units = case
   nr = int(library.conv_block_channels())
   channels, out = c_units * nr // 2, k_units * nr
@@ -216,7 +224,9 @@ def test_winograd_conv_matches_float64(library, case, workers, band_bytes,
   oh, ow = (h // 2, w // 2) if pool else (h, w)
   frame = np.full((n, oh + 2, ow + 2, out), np.nan, np.float32)
   dst = frame[:, 1:-1, 1:-1]  # The next layer's zero-bordered arena.
-  conv = winograd.WinogradConv(library, kernel, bias, m, half=half)
+  scale = rng.uniform(-2, 2, out).astype(np.float32) if scaled else None
+  conv = winograd.WinogradConv(library, kernel, bias, m, half=half,
+                               scale=scale)
   assert conv.weight.dtype == (np.float16 if half else np.float32)
   scratch = np.full(conv.scratch_elements(n, h, w, workers=workers,
                                           band_bytes=band_bytes), np.nan,
@@ -226,6 +236,8 @@ def test_winograd_conv_matches_float64(library, case, workers, band_bytes,
   # fp16 taps are widened exactly before the transform: the reference is
   # the float64 conv of the stored (fp16) values, held to fp32's bounds.
   stored = kernel.astype(np.float16) if half else kernel
+  if scaled:
+    stored = stored.astype(np.float64) * scale
   ref = _conv3x3_float64(x, stored, bias, relu, pool, add)
   error = np.abs(dst - ref).max() / np.abs(ref).max()
   # F(4×4)'s fp32 error grows with the channels summed (winograd.py:

@@ -14,9 +14,12 @@
  *
  * Registers: MR pixels by NR channels (kernel_simd.h).
  *
- * Weights are packed at load (graph_steps.py) as (K/NR, kh, kw, C, NR)
- * float32, output channels padded with zeros to a multiple of NR, bias
- * padded likewise.
+ * Weights are packed at load (graph_steps.py) as (K/NR, kh, kw, C, NR),
+ * output channels padded with zeros to a multiple of NR, bias padded
+ * likewise; float32, or float16 for an fp16 blob (P_HALF: its stored
+ * values, widened as they are loaded, so stage 4's 256-channel convs fit
+ * the 2 MB L2 at 1.2 MB). An affine scale that fp16 weights cannot absorb
+ * without a second rounding is applied per channel (P_SCALE) to the sums.
  *
  * One call does output pixels [p0, p1) of the flattened (image, row,
  * column) range and channel blocks [kb0, kb1): Python worker threads
@@ -37,6 +40,7 @@ enum {
   P_W, P_K, P_KB0, P_KB1, P_BIAS,
   P_ADD, P_AN, P_AH, P_AW, P_ADDC, /* residual (0: none), channels */
   P_RELU, P_Y, P_YN, P_YH, P_YW,
+  P_HALF, P_SCALE, /* fp16 weights; per-channel scale (0: none) */
   P_USED, /* fields up to here; zeros follow */
   P_OP = FJ_JOB_OP, /* FJ_OP_CONV; the team also runs winograd_kernel.c's */
   P_FIELDS = FJ_JOB_FIELDS
@@ -45,9 +49,11 @@ int64_t conv_fields(void) { return P_FIELDS; }
 int64_t conv_used_fields(void) { return P_USED; }
 
 /* One output vector (LANES channels from k0) of one pixel: epilogue. */
-static inline void finish(vf v, const float *restrict bias, int64_t k0,
+static inline void finish(vf v, const float *restrict scale,
+                          const float *restrict bias, int64_t k0,
                           const float *add, int64_t add_c, int64_t relu,
                           float *restrict y, int64_t k) {
+  if (scale) v *= load(scale + k0);
   v += load(bias + k0);
   if (add && k0 < add_c) {
     if (k0 + FJ_LANES <= add_c) {
@@ -69,10 +75,16 @@ static inline void finish(vf v, const float *restrict bias, int64_t k0,
   }
 }
 
+/* Weights of either width: ``half`` is a constant in each instance. */
+static inline __attribute__((always_inline)) vf load_w(const void *w,
+                                                        int64_t i, int half) {
+  return half ? load_f16((const _Float16 *)w + i) : load((const float *)w + i);
+}
+
 /* MR pixels (a[i]: their window origins) x NR channels, all taps. */
 static inline __attribute__((always_inline)) void block(
-    const int mr, const float *const *a, const int64_t *p,
-    const float *restrict w, int64_t kb, float *const *y,
+    const int mr, const int half, const float *const *a, const int64_t *p,
+    const void *restrict w, int64_t kb, float *const *y,
     const float *const *add) {
   const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
   const int64_t xh = p[P_XH], xw = p[P_XW];
@@ -82,13 +94,13 @@ static inline __attribute__((always_inline)) void block(
   for (int64_t r = 0; r < kh; ++r)
     for (int64_t s = 0; s < kw; ++s) {
       const int64_t tap = r * xh + s * xw;
-      const float *restrict wp = w + (r * kw + s) * c * FJ_NR;
+      const int64_t wp = (r * kw + s) * c * FJ_NR;
       const float *ai[FJ_MR];
 #pragma GCC unroll 16
       for (int i = 0; i < mr; ++i) ai[i] = a[i] + tap;
       for (int64_t ch = 0; ch < c; ++ch) {
-        const vf w0 = load(wp + ch * FJ_NR);
-        const vf w1 = load(wp + ch * FJ_NR + FJ_LANES);
+        const vf w0 = load_w(w, wp + ch * FJ_NR, half);
+        const vf w1 = load_w(w, wp + ch * FJ_NR + FJ_LANES, half);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; ++i) {
           const float v = ai[i][ch];
@@ -99,29 +111,35 @@ static inline __attribute__((always_inline)) void block(
     }
   const int64_t k0 = kb * FJ_NR, k = p[P_K], add_c = p[P_ADDC];
   const float *bias = (const float *)(intptr_t)p[P_BIAS];
+  const float *scale = (const float *)(intptr_t)p[P_SCALE];
   const int64_t relu = p[P_RELU];
 #pragma GCC unroll 16
   for (int i = 0; i < mr; ++i) {
-    finish(acc0[i], bias, k0, add[i], add_c, relu, y[i], k);
-    finish(acc1[i], bias, k0 + FJ_LANES, add[i], add_c, relu, y[i], k);
+    finish(acc0[i], scale, bias, k0, add[i], add_c, relu, y[i], k);
+    finish(acc1[i], scale, bias, k0 + FJ_LANES, add[i], add_c, relu, y[i],
+           k);
   }
 }
 
 #define CASE(M)                                                              \
   case M:                                                                    \
-    block(M, a, p, w, kb, y, add);                                           \
+    if (half)                                                                \
+      block(M, 1, a, p, w, kb, y, add);                                      \
+    else                                                                     \
+      block(M, 0, a, p, w, kb, y, add);                                      \
     break;
 
 void conv_direct(const int64_t *p) {
   const float *x = (const float *)(intptr_t)p[P_X];
-  const float *w0 = (const float *)(intptr_t)p[P_W];
+  const char *w0 = (const char *)(intptr_t)p[P_W];
+  const int half = p[P_HALF] != 0;
   const float *addp = (const float *)(intptr_t)p[P_ADD];
   float *yp = (float *)(intptr_t)p[P_Y];
   const int64_t oh = p[P_OH], ow = p[P_OW], p0 = p[P_P0], p1 = p[P_P1];
   const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
   const int64_t wblock = kh * kw * c * FJ_NR;
   for (int64_t kb = p[P_KB0]; kb < p[P_KB1]; ++kb) {
-    const float *w = w0 + kb * wblock;
+    const void *w = w0 + kb * wblock * (half ? 2 : 4);
     /* Pixels in nearly equal blocks of at most MR: 16 pixels are 8 + 8,
      * not 14 + 2 (a 2-pixel block loads the weights for 4 FMAs). */
     const int64_t blocks = (p1 - p0 + FJ_MR - 1) / FJ_MR;

@@ -22,13 +22,18 @@ class DirectConv:
   """A dense conv's weights packed for ``conv_direct``.
 
   Attributes:
-    weight: (K/NR, kh, kw, C, NR) float32, channels padded with zeros.
+    weight: (K/NR, kh, kw, C, NR) float32, or float16 with ``half``;
+      channels padded with zeros.
     bias: (K/NR · NR,) float32.
+    scale: (K/NR · NR,) float32 per-channel factor of the sums, or None.
     nbytes: bytes held.
   """
 
-  def __init__(self, lib, kernel, bias):
-    """``kernel`` (kh, kw, C, K) float32 with any affine folded in."""
+  def __init__(self, lib, kernel, bias, *, half=False, scale=None):
+    """``kernel`` (kh, kw, C, K) with any affine folded in, or with
+    ``scale`` (K,) to multiply the sums by: an fp16 blob's weights keep
+    their stored values (``half``, widened exactly in the kernel) and
+    dlib's affine scale stays apart, so no second rounding to fp16."""
     self.lib = lib
     self.block_channels = int(lib.conv_block_channels())
     self.block_pixels = int(lib.conv_block_pixels())
@@ -37,14 +42,20 @@ class DirectConv:
     kh, kw, channels, out = kernel.shape
     nr = self.block_channels
     blocks = -(-out // nr)
-    padded = np.zeros((kh, kw, channels, blocks * nr), np.float32)
+    dtype = np.float16 if half else np.float32
+    padded = np.zeros((kh, kw, channels, blocks * nr), dtype)
     padded[..., :out] = kernel
     self.weight = np.ascontiguousarray(
         padded.reshape(kh, kw, channels, blocks, nr).transpose(3, 0, 1, 2, 4))
     self.bias = np.zeros(blocks * nr, np.float32)
     self.bias[:out] = bias
+    self.scale = None
+    if scale is not None:
+      self.scale = np.ones(blocks * nr, np.float32)
+      self.scale[:out] = scale
     self.shape = kernel.shape
-    self.nbytes = self.weight.nbytes + self.bias.nbytes
+    self.nbytes = self.weight.nbytes + self.bias.nbytes + (
+        0 if self.scale is None else self.scale.nbytes)
 
   def jobs(self, padded, dst, stride, *, add=None, relu, workers):
     """The parameter blocks of one call: (jobs, fields) int64.
@@ -86,7 +97,8 @@ class DirectConv:
             0 if add is None else add.ctypes.data,
             *(elem(add) if add is not None else (0, 0, 0)),
             0 if add is None else add.shape[3], int(relu), dst.ctypes.data,
-            *elem(dst)]
+            *elem(dst), int(self.weight.dtype == np.float16),
+            0 if self.scale is None else self.scale.ctypes.data]
     assert len(base) == self.used_fields, (len(base), self.used_fields)
     base += [0] * (self.fields - len(base) - 1) + [OP_CONV]
     rows = []

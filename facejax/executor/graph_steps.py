@@ -76,24 +76,30 @@ class ConvStep(Step):
       beta = np.asarray(blob.array(affine, "bias"), np.float64)
       bias, scale = bias * gamma + beta, gamma
     if spec["storage"] == "dense":
-      kernel = np.asarray(blob.array(key, "kernel"), np.float64).reshape(
-          columns, n_out)
-      if scale is not None:
+      stored = blob.array(key, "kernel")
+      # An fp16 blob's weights stay fp16 in the C kernels (half the bytes:
+      # stage 4 fits the L2), dlib's affine scale applied to their sums.
+      half = ex.native is not None and stored.dtype == np.float16
+      kernel = np.asarray(stored, np.float64).reshape(columns, n_out)
+      if scale is not None and not half:
         kernel = kernel * scale
         scale = None
       kernel4 = kernel.reshape(*self.kernel, self.channels, n_out).astype(
-          np.float32)
+          np.float16 if half else np.float32)
+      kernel_scale = None if scale is None else scale.astype(np.float32)
       tile = (winograd.choose_graph_tile(
           ex.native, self.channels, n_out, *self.shape[:2],
           kernel=self.kernel, stride=self.stride, padding=self.padding,
           add_channels=self.add_channels) if ex.conv == "winograd" else None)
       if ex.native is not None:
-        self.direct = direct_conv.DirectConv(ex.native, kernel4,
-                                             bias.astype(np.float32))
+        self.direct = direct_conv.DirectConv(
+            ex.native, kernel4, bias.astype(np.float32), half=half,
+            scale=kernel_scale)
+        scale = None  # Applied by the kernels (self.scale: for the count).
       if tile:  # Both, on the same taps: the batch decides (_winograd_for).
         self.winograd = winograd.WinogradConv(
             ex.native, kernel4, bias.astype(np.float32), tile,
-            packed=self.direct.weight)
+            packed=self.direct.weight, half=half, scale=kernel_scale)
       self.weight = (self.direct.weight if self.direct is not None else
                      np.ascontiguousarray(kernel, np.float32))
     else:
@@ -101,7 +107,8 @@ class ConvStep(Step):
           *(blob.array(key, f) for f in ("indptr", "indices", "data")),
           columns, backend=ex.sparse_backend, pool=ex.pool,
           threads=ex.threads)
-    self.scale = None if scale is None else scale.astype(np.float32)
+    self.scale = (self.direct.scale if self.direct is not None else
+                  None if scale is None else scale.astype(np.float32))
     self.bias = (self.direct.bias if self.direct is not None
                  else bias.astype(np.float32))
     self.macs = columns * n_out * self.shape[0] * self.shape[1]

@@ -35,6 +35,26 @@ typedef int32_t vi __attribute__((vector_size(FJ_VBYTES)));
 static inline vf load(const float *p) { return *(const vfu *)p; }
 static inline void store(float *p, vf v) { *(vfu *)p = v; }
 
+/* fp16 weights (an fp16 blob's layers): half the resident bytes, widened
+ * exactly to fp32 as they are loaded, LANES at a time; products and sums
+ * stay fp32, so the error is that of fp32 on the stored values. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline vf load_f16(const _Float16 *p) { /* GCC 12 would scalarise */
+  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+#elif defined(__AVX__) && defined(__F16C__)
+#include <immintrin.h>
+static inline vf load_f16(const _Float16 *p) {
+  return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+#else /* NEON converts a vector in one instruction; else element-wise. */
+typedef _Float16 vh __attribute__((vector_size(FJ_VBYTES / 2), aligned(2)));
+static inline vf load_f16(const _Float16 *p) {
+  return __builtin_convertvector(*(const vh *)p, vf);
+}
+#endif
+
 static inline vf relu_v(vf v) {
   const vf zero = {0};
   return (vf)((vi)v & (vi)(v > zero));

@@ -33,7 +33,7 @@ graph_steps.py and ``choose_graph_tile``):
 import numpy as np
 
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
-FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias relu "
+FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias scale relu "
           "pool y yn yh yw ih iw oh ow add an ah aw addc").split()
 OP_INPUT, OP_OUTPUT = 1, 2  # kernel_simd.h
 JOBS_PER_WORKER = 4
@@ -92,14 +92,17 @@ class WinogradConv:
     nbytes: bytes held.
   """
 
-  def __init__(self, lib, kernel, bias, m, *, half=False, packed=None):
+  def __init__(self, lib, kernel, bias, m, *, half=False, packed=None,
+               scale=None):
     """``kernel`` (3, 3, C, K); ``choose_tile`` said ``m``.
 
     ``half`` keeps the taps in fp16 (for a blob stored in fp16: the memory
     it was exported to save); they are widened exactly, and the transform,
     products and sums are fp32, as for CSR layers (network.py).
     ``packed`` is a DirectConv's weight of the same kernel, shared rather
-    than packed twice (graph_steps.py holds both).
+    than packed twice (graph_steps.py holds both). ``scale`` (K,) float32
+    multiplies the sums per channel before bias, pool and ReLU (dlib's
+    affine beside fp16 weights, as DirectConv takes it).
     """
     self.lib, self.m = lib, m
     self.nr = int(lib.conv_block_channels())
@@ -120,6 +123,11 @@ class WinogradConv:
           np.asarray(kernel).reshape(3, 3, channels, shape[0], self.nr)
           .transpose(3, 0, 1, 2, 4), dtype)
     self.bias = np.ascontiguousarray(bias, np.float32)
+    self.scale = (None if scale is None
+                  else np.ascontiguousarray(scale, np.float32))
+    if self.scale is not None and self.scale.shape != (out,):
+      raise ValueError(f"Winograd: scale {self.scale.shape}, expected "
+                       f"({out},)")
     self.shape = kernel.shape
     self.nbytes = self.weight.nbytes + self.bias.nbytes
 
@@ -201,6 +209,7 @@ class WinogradConv:
         ih=height + 2, iw=width + 2, oh=height, ow=width,
         half=int(self.weight.dtype == np.float16), k=out,
         bias=self.bias.ctypes.data, relu=int(relu), pool=int(pool),
+        scale=0 if self.scale is None else self.scale.ctypes.data,
         y=dst.ctypes.data, **dict(zip(("xn", "xh", "xw"), elem(padded))),
         **dict(zip(("yn", "yh", "yw"), elem(dst))))
     if add is not None:

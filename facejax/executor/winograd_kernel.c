@@ -45,7 +45,7 @@ enum {
   W_U,                     /* (P, T, C) transformed input of the band */
   W_V, W_HALF, W_K, W_KB0, W_KB1, /* packed 3x3 weights (fp16 if W_HALF),
                                      K, channel blocks */
-  W_BIAS, W_RELU, W_POOL,
+  W_BIAS, W_SCALE, W_RELU, W_POOL, /* W_SCALE: per channel, or 0 */
   W_Y, W_YN, W_YH, W_YW, /* output origin (pooled if W_POOL) */
   W_IH, W_IW, W_OH, W_OW, /* input rows, columns there; outputs kept */
   W_ADD, W_AN, W_AH, W_AW, W_ADDC, /* residual (0: none), its channels */
@@ -158,26 +158,8 @@ void wino_input(const int64_t *p) {
 #define GEMM_CASES GEMM_CASES_6
 #endif
 
-/* fp16 weights (an fp16 blob's layers; winograd.py): half the resident
- * bytes, widened to fp32 as they are loaded; the transform and the sums
- * are fp32, so the error is that of fp32 Winograd on the stored values. */
+/* Weights as float32 or float16 (load_f16, kernel_simd.h). */
 static inline vf load_f32(const float *p) { return load(p); }
-#if defined(__AVX512F__)
-#include <immintrin.h>
-static inline vf load_f16(const _Float16 *p) { /* GCC 12 would scalarise */
-  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-#elif defined(__AVX__) && defined(__F16C__)
-#include <immintrin.h>
-static inline vf load_f16(const _Float16 *p) {
-  return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-#else /* NEON converts a vector in one instruction; else element-wise. */
-typedef _Float16 vh __attribute__((vector_size(FJ_VBYTES / 2), aligned(2)));
-static inline vf load_f16(const _Float16 *p) {
-  return __builtin_convertvector(*(const vh *)p, vf);
-}
-#endif
 
 /* G of F(4x4, 3x3) (rows 1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
  * 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1) on a column (or row) of three. */
@@ -323,7 +305,7 @@ static inline vf vmax(vf a, vf b) {
     vf out[M][M];                                                           \
     for (int i = 0; i < M; ++i) { /* (A^T s) A, row i */                    \
       AT(e[i], o);                                                          \
-      for (int q = 0; q < M; ++q) out[i][q] = o[q];                         \
+      for (int q = 0; q < M; ++q) out[i][q] = scale ? o[q] * sc : o[q];     \
     }                                                                       \
     if (pool) {                                                             \
       for (int i = 0; i < M / 2; ++i)                                       \
@@ -385,6 +367,10 @@ void wino_output(const int64_t *p) {
           const int64_t k0 = kb * FJ_NR + half;
           const float *src = s + (t - g0) * FJ_NR + half;
           const vf bias = load(PTR(const float *, W_BIAS) + k0);
+          /* dlib's affine scale, kept apart from fp16 weights (their
+           * stored values), before the pool: it may be negative. */
+          const float *scale = PTR(const float *, W_SCALE);
+          const vf sc = scale ? load(scale + k0) : (vf){0};
           float *dst = PTR(float *, W_Y) + b * p[W_YN] + out_m * i * yh +
                        out_m * j * yw + k0;
           /* The residual's first add_c channels (dlib's zero extension;
