@@ -236,9 +236,10 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--input_size", type=int, default=64)
   parser.add_argument("--prune_steps", type=int, default=100)
-  parser.add_argument("--targets", default="raw",
+  parser.add_argument("--targets", default=None,
                       help="config.loss.targets of the distilled students: "
-                      "raw, centred or standardised")
+                      "raw, centred or standardised (default: the "
+                      "config's)")
   parser.add_argument("--schedule", default="steps",
                       help="config.optimizer.schedule: steps or cosine")
   parser.add_argument("--warmup", type=float, default=0.0,
@@ -254,9 +255,10 @@ def main():
 
   # 1. Distillation.
   distill_dir = os.path.join(root, "distilled")
-  recipe = {"loss.targets": args.targets,
-            "optimizer.schedule": args.schedule,
+  recipe = {"optimizer.schedule": args.schedule,
             "optimizer.warmup": args.warmup}
+  if args.targets is not None:
+    recipe["loss.targets"] = args.targets
   config, distilled = _run(None, args, distill_dir,
                            **{"train.num_steps": args.steps}, **recipe)
   d = distilled["distill"]

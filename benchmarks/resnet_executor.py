@@ -9,7 +9,8 @@ model_v1.dat`` through facejax.porting.dlib; ``--random`` for seeded
 random ones), the same 150×150 chips for everyone, timed round-robin
 (benchmarks/interleaved.py) so all contenders see the same machine load:
 
-* executor fp32 (dense) and fp16 (dense fp16 storage, upcast at load):
+* executor fp32 (dense) and fp16 (dense fp16 storage, kept fp16 in the
+  C kernels and widened as they load it, dlib's affine scale on the sums):
   version-2 blobs from facejax.export.graph_export, batch 1 and 8, on
   the default convs (Winograd F(4×4) on stages 1–3, the compiled direct
   kernel elsewhere); ``executor_fp32_direct`` is the same blob on direct

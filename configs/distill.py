@@ -93,7 +93,10 @@ def get_config(arg=None):
       # What an embedding teacher's outputs are regressed as
       # (facejax/distill/standardise.py): "raw", "centred" or
       # "standardised"; the saved student outputs teacher space either way.
-      targets="raw",
+      # Standardised with the L2 loss: on held-out ORL after 4,000 steps
+      # 66.3 % against 50.0 % raw and 61.3 % centred (the module's
+      # docstring); the cosine loss and logits keep their own geometry.
+      targets="standardised" if l2 else "raw",
   ))
   config.data = ml_collections.ConfigDict(dict(
       # (folder or "generated", weight): identity folders, flat folders.
