@@ -49,7 +49,8 @@ int64_t conv_fields(void) { return P_FIELDS; }
 int64_t conv_used_fields(void) { return P_USED; }
 
 /* One output vector (LANES channels from k0) of one pixel: epilogue. */
-static inline void finish(vf v, const float *restrict scale,
+static inline __attribute__((always_inline)) void finish(
+    vf v, const float *restrict scale,
                           const float *restrict bias, int64_t k0,
                           const float *add, int64_t add_c, int64_t relu,
                           float *restrict y, int64_t k) {
@@ -75,104 +76,119 @@ static inline void finish(vf v, const float *restrict scale,
   }
 }
 
-/* Weights of either width: ``half`` is a constant in each instance. */
-static inline __attribute__((always_inline)) vf load_w(const void *w,
-                                                        int64_t i, int half) {
-  return half ? load_f16((const _Float16 *)w + i) : load((const float *)w + i);
-}
-
-/* MR pixels (a[i]: their window origins) x NR channels, all taps. */
-static inline __attribute__((always_inline)) void block(
-    const int mr, const int half, const float *const *a, const int64_t *p,
-    const void *restrict w, int64_t kb, float *const *y,
-    const float *const *add) {
-  const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
-  const int64_t xh = p[P_XH], xw = p[P_XW];
-  vf acc0[FJ_MR], acc1[FJ_MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < mr; ++i) acc0[i] = acc1[i] = (vf){0};
-  for (int64_t r = 0; r < kh; ++r)
-    for (int64_t s = 0; s < kw; ++s) {
-      const int64_t tap = r * xh + s * xw;
-      const int64_t wp = (r * kw + s) * c * FJ_NR;
-      const float *ai[FJ_MR];
-#pragma GCC unroll 16
-      for (int i = 0; i < mr; ++i) ai[i] = a[i] + tap;
-      for (int64_t ch = 0; ch < c; ++ch) {
-        const vf w0 = load_w(w, wp + ch * FJ_NR, half);
-        const vf w1 = load_w(w, wp + ch * FJ_NR + FJ_LANES, half);
-#pragma GCC unroll 16
-        for (int i = 0; i < mr; ++i) {
-          const float v = ai[i][ch];
-          acc0[i] += v * w0;
-          acc1[i] += v * w1;
-        }
-      }
-    }
-  const int64_t k0 = kb * FJ_NR, k = p[P_K], add_c = p[P_ADDC];
-  const float *bias = (const float *)(intptr_t)p[P_BIAS];
-  const float *scale = (const float *)(intptr_t)p[P_SCALE];
-  const int64_t relu = p[P_RELU];
-#pragma GCC unroll 16
-  for (int i = 0; i < mr; ++i) {
-    finish(acc0[i], scale, bias, k0, add[i], add_c, relu, y[i], k);
-    finish(acc1[i], scale, bias, k0 + FJ_LANES, add[i], add_c, relu, y[i],
-           k);
+/* MR pixels (a[i]: their window origins) x NR channels, all taps; one
+ * instance per weight type (load_f32, load_f16: kernel_simd.h). */
+#define DEFINE_BLOCK(SUFFIX, WT)                                             \
+  static inline __attribute__((always_inline)) void block_##SUFFIX(          \
+      const int mr, const float *const *a, const int64_t *p,                 \
+      const WT *restrict w, int64_t kb, float *const *y,                     \
+      const float *const *add) {                                             \
+    const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];                    \
+    const int64_t xh = p[P_XH], xw = p[P_XW];                                \
+    vf acc0[FJ_MR], acc1[FJ_MR];                                             \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) acc0[i] =          \
+        acc1[i] = (vf){0};                                                   \
+    for (int64_t r = 0; r < kh; ++r)                                         \
+      for (int64_t s = 0; s < kw; ++s) {                                     \
+        const int64_t tap = r * xh + s * xw;                                 \
+        const WT *restrict wp = w + (r * kw + s) * c * FJ_NR;                \
+        const float *ai[FJ_MR];                                              \
+        _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) ai[i] =        \
+            a[i] + tap;                                                      \
+        for (int64_t ch = 0; ch < c; ++ch) {                                 \
+          const vf w0 = load_##SUFFIX(wp + ch * FJ_NR);                      \
+          const vf w1 = load_##SUFFIX(wp + ch * FJ_NR + FJ_LANES);           \
+          _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {            \
+            const float v = ai[i][ch];                                       \
+            acc0[i] += v * w0;                                               \
+            acc1[i] += v * w1;                                               \
+          }                                                                  \
+        }                                                                    \
+      }                                                                      \
+    const int64_t k0 = kb * FJ_NR, k = p[P_K], add_c = p[P_ADDC];            \
+    const float *bias = (const float *)(intptr_t)p[P_BIAS];                  \
+    const float *scale = (const float *)(intptr_t)p[P_SCALE];                \
+    const int64_t relu = p[P_RELU];                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {                  \
+      finish(acc0[i], scale, bias, k0, add[i], add_c, relu, y[i], k);        \
+      finish(acc1[i], scale, bias, k0 + FJ_LANES, add[i], add_c, relu, y[i], \
+             k);                                                             \
+    }                                                                        \
   }
-}
+DEFINE_BLOCK(f32, float)
+DEFINE_BLOCK(f16, _Float16)
 
-#define CASE(M)                                                              \
+/* The pixel blocks of one call, for weights of type WT: one function per
+ * type, each the size of one set of MR cases (the two in one function
+ * left GCC's register allocation with the accumulators on the stack). */
+#define CASE(SUFFIX, WT, M)                                                  \
   case M:                                                                    \
-    if (half)                                                                \
-      block(M, 1, a, p, w, kb, y, add);                                      \
-    else                                                                     \
-      block(M, 0, a, p, w, kb, y, add);                                      \
+    block_##SUFFIX(M, a, p, w, kb, y, add);                                  \
     break;
+#if FJ_MR > 12
+#define CASES(S, WT)                                                         \
+  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
+  CASE(S, WT, 5) CASE(S, WT, 6) CASE(S, WT, 7) CASE(S, WT, 8)                \
+  CASE(S, WT, 9) CASE(S, WT, 10) CASE(S, WT, 11) CASE(S, WT, 12)             \
+  CASE(S, WT, 13) CASE(S, WT, 14)
+#elif FJ_MR > 6
+#define CASES(S, WT)                                                         \
+  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
+  CASE(S, WT, 5) CASE(S, WT, 6) CASE(S, WT, 7) CASE(S, WT, 8)                \
+  CASE(S, WT, 9) CASE(S, WT, 10) CASE(S, WT, 11) CASE(S, WT, 12)
+#else
+#define CASES(S, WT)                                                         \
+  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
+  CASE(S, WT, 5) CASE(S, WT, 6)
+#endif
+
+#define DEFINE_CONV(SUFFIX, WT)                                              \
+  static void conv_direct_##SUFFIX(const int64_t *p) {                       \
+    const float *x = (const float *)(intptr_t)p[P_X];                        \
+    const WT *w0 = (const WT *)(intptr_t)p[P_W];                             \
+    const float *addp = (const float *)(intptr_t)p[P_ADD];                   \
+    float *yp = (float *)(intptr_t)p[P_Y];                                   \
+    const int64_t oh = p[P_OH], ow = p[P_OW], p0 = p[P_P0], p1 = p[P_P1];    \
+    const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];                    \
+    const int64_t wblock = kh * kw * c * FJ_NR;                              \
+    for (int64_t kb = p[P_KB0]; kb < p[P_KB1]; ++kb) {                       \
+      const WT *w = w0 + kb * wblock;                                        \
+      /* Pixels in nearly equal blocks of at most MR: 16 pixels are 8 + 8,   \
+       * not 14 + 2 (a 2-pixel block loads the weights for 4 FMAs). */       \
+      const int64_t blocks = (p1 - p0 + FJ_MR - 1) / FJ_MR;                  \
+      const int64_t base = blocks ? (p1 - p0) / blocks : 0;                  \
+      const int64_t extra = blocks ? (p1 - p0) % blocks : 0;                 \
+      int64_t start = p0;                                                    \
+      for (int64_t g = 0; g < blocks; ++g) {                                 \
+        const int64_t mr = base + (g < extra);                               \
+        const float *a[FJ_MR];                                               \
+        float *y[FJ_MR];                                                     \
+        const float *add[FJ_MR];                                             \
+        for (int64_t i = 0; i < mr; ++i) {                                   \
+          const int64_t q = start + i, b = q / (oh * ow), rc = q % (oh * ow); \
+          const int64_t row = rc / ow, col = rc % ow;                        \
+          a[i] = x + b * p[P_XN] + row * p[P_SH] * p[P_XH] +                 \
+                 col * p[P_SW] * p[P_XW];                                    \
+          y[i] = yp + b * p[P_YN] + row * p[P_YH] + col * p[P_YW];           \
+          add[i] = addp ? addp + b * p[P_AN] + row * p[P_AH] + col * p[P_AW] \
+                        : 0;                                                 \
+        }                                                                    \
+        switch (mr) {                                                        \
+          CASES(SUFFIX, WT)                                                  \
+          default: break;                                                    \
+        }                                                                    \
+        start += mr;                                                         \
+      }                                                                      \
+    }                                                                        \
+  }
+DEFINE_CONV(f32, float)
+DEFINE_CONV(f16, _Float16)
 
 void conv_direct(const int64_t *p) {
-  const float *x = (const float *)(intptr_t)p[P_X];
-  const char *w0 = (const char *)(intptr_t)p[P_W];
-  const int half = p[P_HALF] != 0;
-  const float *addp = (const float *)(intptr_t)p[P_ADD];
-  float *yp = (float *)(intptr_t)p[P_Y];
-  const int64_t oh = p[P_OH], ow = p[P_OW], p0 = p[P_P0], p1 = p[P_P1];
-  const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];
-  const int64_t wblock = kh * kw * c * FJ_NR;
-  for (int64_t kb = p[P_KB0]; kb < p[P_KB1]; ++kb) {
-    const void *w = w0 + kb * wblock * (half ? 2 : 4);
-    /* Pixels in nearly equal blocks of at most MR: 16 pixels are 8 + 8,
-     * not 14 + 2 (a 2-pixel block loads the weights for 4 FMAs). */
-    const int64_t blocks = (p1 - p0 + FJ_MR - 1) / FJ_MR;
-    const int64_t base = blocks ? (p1 - p0) / blocks : 0;
-    const int64_t extra = blocks ? (p1 - p0) % blocks : 0;
-    int64_t start = p0;
-    for (int64_t g = 0; g < blocks; ++g) {
-      const int64_t mr = base + (g < extra);
-      const float *a[FJ_MR];
-      float *y[FJ_MR];
-      const float *add[FJ_MR];
-      for (int64_t i = 0; i < mr; ++i) {
-        const int64_t q = start + i, b = q / (oh * ow), rc = q % (oh * ow);
-        const int64_t row = rc / ow, col = rc % ow;
-        a[i] = x + b * p[P_XN] + row * p[P_SH] * p[P_XH] +
-               col * p[P_SW] * p[P_XW];
-        y[i] = yp + b * p[P_YN] + row * p[P_YH] + col * p[P_YW];
-        add[i] = addp ? addp + b * p[P_AN] + row * p[P_AH] + col * p[P_AW]
-                      : 0;
-      }
-      switch (mr) {
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
-#if FJ_MR > 6
-        CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
-#endif
-#if FJ_MR > 12
-        CASE(13) CASE(14)
-#endif
-        default: break;
-      }
-      start += mr;
-    }
-  }
+  if (p[P_HALF])
+    conv_direct_f16(p);
+  else
+    conv_direct_f32(p);
 }
 
 /* ---- A team of threads for one step's jobs ----------------------------

@@ -38,6 +38,7 @@ static inline void store(float *p, vf v) { *(vfu *)p = v; }
 /* fp16 weights (an fp16 blob's layers): half the resident bytes, widened
  * exactly to fp32 as they are loaded, LANES at a time; products and sums
  * stay fp32, so the error is that of fp32 on the stored values. */
+static inline vf load_f32(const float *p) { return load(p); }
 #if defined(__AVX512F__)
 #include <immintrin.h>
 static inline vf load_f16(const _Float16 *p) { /* GCC 12 would scalarise */

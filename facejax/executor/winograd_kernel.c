@@ -158,9 +158,6 @@ void wino_input(const int64_t *p) {
 #define GEMM_CASES GEMM_CASES_6
 #endif
 
-/* Weights as float32 or float16 (load_f16, kernel_simd.h). */
-static inline vf load_f32(const float *p) { return load(p); }
-
 /* G of F(4x4, 3x3) (rows 1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
  * 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1) on a column (or row) of three. */
 #define G6(g, r)                                                            \
