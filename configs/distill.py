@@ -23,18 +23,18 @@ people never distilled on:
           ('/data/yalefaces', 1.0), ('generated', 1.0))" \
       --config.eval.root=third_party/orl_faces
 
-The measured run (``benchmarks/distill_student.py --steps 4000``,
-2026-12-02, 2 shared CPU cores): distilled on celeb24 ×2 + Yale ×1 +
-1,000 generated faces ×1 (2,106 images, 16,848 views), held-out ORL
-(280 gallery, 80 queries, people never distilled on). The teacher pass
-took 120 s (once), 4,000 steps at batch 32 took 302 s. 1-NN top-1 on ORL:
-teacher 93.8 %, distilled student 50.0 % (48.8 % through the fp16 blob),
-the same student trained on the sources' 239 identities for the same
-wall time (5,589 steps, ``:labels``) 73.8 %, raw pixels 97.5 %. The
-student costs 17.0 M multiply-adds (1/16 of the ResNet), 788 k
-parameters, a 1.59 MB blob, 0.44 ms per face in the executor (ResNet
-3.16 ms). With ``--steps 12000`` (1,172 s of steps) the distilled student
-reaches 66.3 %. The default (generated faces only) is not measured.
+The measured run (``benchmarks/distill_student.py --steps 4000
+--prune_steps 300``, 2026-12-03, 2 CPU cores): distilled on celeb24 ×2 +
+Yale ×1 + 1,000 generated faces ×1 (2,106 images, 16,848 views), held-out
+ORL (280 gallery, 80 queries, people never distilled on). The teacher pass
+took 131 s (once), 4,000 steps at batch 32 took 346 s. 1-NN top-1 on ORL:
+teacher 93.8 %, distilled student 66.2 % with standardised targets (the
+default; 50.0 % raw, 61.3 % centred), the same in the fp16 blob; the same
+student trained on the sources' 239 identities for the same wall time
+(5,518 steps, ``:labels``) 77.5 %; raw pixels 97.5 %. The student costs
+17.0 M multiply-adds (1/16 of the ResNet), 788 k parameters, a 1.59 MB
+blob, 0.55 ms per face in the executor (ResNet fp16 blob 4.12 ms). The
+default (generated faces only) is not measured.
 """
 
 import ml_collections
@@ -94,7 +94,7 @@ def get_config(arg=None):
       # (facejax/distill/standardise.py): "raw", "centred" or
       # "standardised"; the saved student outputs teacher space either way.
       # Standardised with the L2 loss: on held-out ORL after 4,000 steps
-      # 66.3 % against 50.0 % raw and 61.3 % centred (the module's
+      # 66.2 % against 50.0 % raw and 61.3 % centred (the module's
       # docstring); the cosine loss and logits keep their own geometry.
       targets="standardised" if l2 else "raw",
   ))

@@ -22,6 +22,10 @@ weight decay act there); every checkpoint holds them folded back into
 the embedding layer (and the class head, which reads the embedding), so
 the saved student outputs teacher-space descriptors: held-out scores,
 export and the executor see a student like any other.
+
+Measured (benchmarks/distill_student.py, 4,000 steps, held-out ORL 1-NN
+top-1, 2026-12-03): raw 50.0 %, centred 61.3 %, standardised 66.2 %
+(raw reached that only after 12,000 steps).
 """
 
 from typing import NamedTuple
