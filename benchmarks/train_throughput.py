@@ -17,8 +17,10 @@ round-robin (benchmarks/interleaved.py), samples/s = batch / step time:
   alone) setups, built as ``trainer.train_and_evaluate`` builds it
   (``trainer.make_optimizer``, ``trainer.jit_train_step``, a host batch
   gathered per step by ``splits.examples``/``parallel.global_batch``), on
-  cached pool5 features (``start="pool5"``) against recomputing the frozen
-  trunk from the images (``start=None``, what caching saves). Also: the
+  the features the trainer caches (``vgg16.FAMILY.frozen_cut`` of the
+  setup: pool5 for ``fine_tuned``, fc6's outputs for ``frozen``) against
+  recomputing the frozen trunk from the images (``start=None``, what
+  caching saves). Also: the
   step before frozen parameters were skipped (``frozen=()``: every
   parameter differentiated) recomputing the trunk, the earlier baseline;
   and an empty jitted step over the same donated state, the dispatch
@@ -287,21 +289,37 @@ def empty_step(params):
   return run
 
 
-def fc_contenders(model, params, images, pool5, labels):
-  """``fc``'s contenders: each setup cached and recomputing the trunk."""
+def setup_cut(setup, params):
+  """The cut the trainer caches at for ``setup`` (its frozen names)."""
+  # pylint: disable=g-import-not-at-top
+  from facejax import tree as tree_lib
+  from facejax.models import vgg16
+  from facejax.train import optim
+  # pylint: enable=g-import-not-at-top
+  optimizer = _finetune_config(setup).optimizer
+  names = [name for name, _ in tree_lib.named_leaves(params)]
+  frozen = optim.frozen_names(params, tuple(
+      tuple(r) for r in optimizer.lr_mults))
+  return vgg16.FAMILY.frozen_cut(names, set(frozen)).name
+
+
+def fc_contenders(model, params, images, features, labels):
+  """``fc``'s contenders: each setup cached (``features``: {cut: array})
+  and recomputing the trunk."""
   from facejax.data import dataset  # pylint: disable=g-import-not-at-top
   # 8 batches of examples, drawn from the benchmark's batch, so that the
   # host gathers a new batch every step as the loop does.
   order = np.random.default_rng(1).integers(0, len(labels), 8 * len(labels))
   image_split = dataset.Split(images[order], labels[order])
-  pool5_split = dataset.Split(pool5[order], labels[order])
   contenders = {}
   step = functools.partial(trainer_step, model, params,
                            batch_size=len(labels))
   for setup in FC_SETUPS:
     optimizer = _finetune_config(setup).optimizer
-    contenders[f"{setup}_cached_pool5"] = step(
-        pool5_split, optimizer=optimizer, start="pool5")
+    cut = setup_cut(setup, params)
+    contenders[f"{setup}_cached_{cut}"] = step(
+        dataset.Split(features[cut][order], labels[order]),
+        optimizer=optimizer, start=cut)
     contenders[f"{setup}_recompute_trunk"] = step(
         image_split, optimizer=optimizer, start=None)
   contenders["fine_tuned_recompute_trunk_full_grad"] = step(
@@ -369,14 +387,14 @@ def main(argv=None):
       params = model.init(jax.random.key(0), jnp.asarray(images[:1]))[
           "params"]
     if name == "fc":
-      pool5 = model.apply({"params": params}, jnp.asarray(images),
-                          return_features=True)[1]["pool5"]
-      pool5 = np.asarray(pool5)
-      contenders = fc_contenders(model, params, images, pool5, labels)
+      features = model.apply({"params": params}, jnp.asarray(images),
+                             return_features=True)[1]
+      features = {k: np.asarray(v) for k, v in features.items()}
+      contenders = fc_contenders(model, params, images, features, labels)
       if args.fc_torch:
         contenders["torch_cached_pool5"] = torch_step(
             torch_vgg(channels, vgg_config.fc_width, cells, True),
-            pool5, labels, False, args.threads)
+            features["pool5"], labels, False, args.threads)
       peer_counts = {}
     else:
       module = (torch_vgg(channels, vgg_config.fc_width, cells)
@@ -401,14 +419,14 @@ def main(argv=None):
       # Caching's gain: each setup's cached step against its own step
       # recomputing the trunk.
       for setup in FC_SETUPS:
+        cached = rows[f"{setup}_cached_{setup_cut(setup, params)}"]
         for suffix in ("recompute_trunk", "recompute_trunk_full_grad"):
           if f"{setup}_{suffix}" not in rows:
             continue
           for stat, key in (("median", "samples_per_s_median"),
                             ("max", "samples_per_s_max")):
-            rows[f"{setup}_cached_pool5"][f"speed_vs_{suffix}_{stat}"] = (
-                rows[f"{setup}_cached_pool5"][key] /
-                rows[f"{setup}_{suffix}"][key])
+            cached[f"speed_vs_{suffix}_{stat}"] = (
+                cached[key] / rows[f"{setup}_{suffix}"][key])
       base = rows["fine_tuned_recompute_trunk"]
       ratio_to = "fine_tuned_recompute_trunk"
     else:

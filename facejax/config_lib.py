@@ -191,7 +191,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
       log_every_steps=50,
       checkpoint_every_steps=500,
       # With every conv layer frozen, compute pool5 once per image and train
-      # fc6–fc8 on it (exact: dropout only acts after fc6).
+      # fc6–fc8 on it; with fc6 and fc7 frozen too, fc6's outputs (exact:
+      # dropout only acts after fc6 and fc7; models/vgg16.py).
       cache_frozen_features=True,
       eval_batch_size=128,
   ))

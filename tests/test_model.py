@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from facejax.models import vgg16
 
@@ -72,6 +73,22 @@ def test_features_and_pool5_entry_agree_with_the_whole_network():
   from_pool5 = model.apply(params, features["pool5"], start="pool5")
   np.testing.assert_allclose(np.asarray(from_pool5), np.asarray(logits),
                              rtol=1e-6, atol=1e-6)
+  # fc6's outputs after its ReLU: what the frozen setup caches.
+  kernel = np.asarray(params["params"]["fc6"]["kernel"], np.float64)
+  fc6 = np.maximum(np.asarray(features["pool5"], np.float64).reshape(3, -1)
+                   @ kernel + np.asarray(params["params"]["fc6"]["bias"]), 0)
+  np.testing.assert_allclose(features["fc6"], fc6, rtol=1e-5, atol=1e-6)
+  from_fc6 = model.apply(params, features["fc6"], start="fc6")
+  np.testing.assert_allclose(np.asarray(from_fc6), np.asarray(logits),
+                             rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="can start at"):
+    model.apply(params, features["fc7"], start="fc7")
+  # The cut nearest the output whose trunk is frozen (Table 3.2's setups).
+  names = [f"{n}/kernel" for n in (*vgg16.CONV_NAMES, "fc6", "fc7", "fc8")]
+  cut = lambda frozen: vgg16.FAMILY.frozen_cut(names, set(frozen))
+  assert cut(names[:-1]).name == "fc6"  # frozen: fc8 alone trains.
+  assert cut(names[:-3]).name == "pool5"  # fine_tuned, fc_trained.
+  assert cut(names[:-4]) is None
 
 
 def test_dropout_only_in_training():

@@ -131,6 +131,21 @@ def test_n_steps_match_the_full_tree_step(setup, start):
   _assert_same_training(new, old, jax.device_get(state), frozen)
 
 
+def test_the_frozen_setup_on_cached_fc6_trains_as_on_images():
+  """fc6's outputs (after ReLU, before dropout) cached once per image: with
+  fc6 and fc7 frozen, the steps on them draw the same dropout masks and
+  train fc8 exactly as the steps on the images."""
+  model, tx, frozen, state, batches, mean = _setup(RULES["frozen"], None)
+  _, _, _, _, cached, cached_mean = _setup(RULES["frozen"], "fc6")
+  assert cached[0]["image"].shape == (BATCH, 16)
+  step = lambda start: functools.partial(
+      trainer.train_step, model=model, tx=tx, seed=3, start=start,
+      frozen=frozen)
+  on_images = _run(step(None), state, batches, mean)
+  on_fc6 = _run(step("fc6"), state, cached, cached_mean)
+  _assert_same_training(on_fc6, on_images, jax.device_get(state), frozen)
+
+
 def test_pruned_frozen_and_trained_layers_match_and_stay_zero():
   pruning = (("conv1_1/kernel", "layer_wise", 0.5),
              ("fc7/kernel", "naive", 0.3), (".*", "none", 1.0))

@@ -35,6 +35,10 @@ def conv_channels(width: float) -> dict[str, int]:
           for stage, n, c in STAGES for i in range(n)}
 
 
+# Where ``start=`` may enter the network (None: the images).
+CUT_NAMES = (None, "pool5", "fc6")
+
+
 class VGG16(nn.Module):
   """VGG-16: 13 conv (3×3, pad 1, ReLU), 5 max-pools, fc6–fc8.
 
@@ -58,18 +62,26 @@ class VGG16(nn.Module):
       inputs: images (batch, height, width, 3), height and width multiples
         of 32; or pool5 features (batch, h/32, w/32, c5) with
         ``start="pool5"``, which runs fc6–fc8 alone (transfer learning with
-        a frozen trunk computes pool5 once, thesis §3.1).
+        a frozen trunk computes pool5 once, thesis §3.1); or fc6's outputs
+        (batch, fc_width) after its ReLU, before its dropout, with
+        ``start="fc6"`` (the frozen setup, fc6 and fc7 frozen: dropout
+        still acts on them, so training fc8 on them is exact).
       train: enables dropout (needs a ``dropout`` rng).
-      start: None, or ``"pool5"``: ``inputs`` are pool5 features.
-      return_features: also return ``{"pool5": ..., "fc7": ...}``.
+      start: None, ``"pool5"`` or ``"fc6"``: what ``inputs`` are.
+      return_features: also return ``{"pool5": ..., "fc6": ..., "fc7":
+        ...}``.
 
     Returns:
       fp32 logits (batch, num_classes), and the features if asked.
     """
-    if start not in (None, "pool5"):
-      raise ValueError(f"VGG16 can start at pool5 only, not {start!r}")
+    if start not in CUT_NAMES:
+      raise ValueError(f"VGG16 can start at {CUT_NAMES[1:]} only, not "
+                       f"{start!r}")
+    pool5 = fc6 = None
     if start == "pool5":
       pool5 = inputs
+    elif start == "fc6":
+      fc6 = inputs
     else:
       if inputs.shape[1] % 32 or inputs.shape[2] % 32:
         raise ValueError("VGG16 input height and width must be multiples of "
@@ -82,14 +94,15 @@ class VGG16(nn.Module):
           x = nn.relu(nn.Conv(channels[name], (3, 3), padding=1, name=name)(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       pool5 = x
-    x = pool5.reshape((pool5.shape[0], -1))  # NHWC flatten: (h, w, c).
-    x = nn.relu(nn.Dense(self.fc_width, name="fc6")(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    if fc6 is None:
+      x = pool5.reshape((pool5.shape[0], -1))  # NHWC flatten: (h, w, c).
+      fc6 = nn.relu(nn.Dense(self.fc_width, name="fc6")(x))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(fc6)
     fc7 = nn.relu(nn.Dense(self.fc_width, name="fc7")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(fc7)
     logits = nn.Dense(self.num_classes, name="fc8")(x).astype(jnp.float32)
     if return_features:
-      return logits, {"pool5": pool5, "fc7": fc7}
+      return logits, {"pool5": pool5, "fc6": fc6, "fc7": fc7}
     return logits
 
 
@@ -106,8 +119,10 @@ def meta(model_config, num_classes: int) -> dict:
           "dropout_rate": model_config.dropout_rate}
 
 
-# Dropout acts after fc6 only, so training fc6–fc8 on cached pool5 features
-# is exact (thesis §3.1).
+# Dropout acts after fc6 and fc7 only, so training fc6–fc8 on cached pool5
+# features is exact (thesis §3.1), and so is training fc7–fc8 on fc6's
+# outputs (the frozen setup: fc8 alone trains, 1/400 of pool5's cost per
+# step at VGG Face's size).
 FAMILY = family.Family(
     name="vgg16", build=build, meta=meta, reinit=("fc8",),
-    cuts=(family.Cut("pool5", r"fc\d+/.*"),))
+    cuts=(family.Cut("fc6", r"fc[78]/.*"), family.Cut("pool5", r"fc\d+/.*")))

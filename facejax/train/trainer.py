@@ -18,7 +18,6 @@ import functools
 import json
 import math
 import os
-import re
 from typing import Any
 
 from absl import logging
@@ -236,18 +235,21 @@ def _train_and_evaluate(config, workdir, allow_config_change):
   pruner = make_pruner(config.pruning, steps)
   if pruner is not None:
     tx = pruner.wrap(tx)
-  cut = family.frozen_cut(
-      [name for name, _ in tree_lib.named_leaves(abstract_params)], frozen)
+  names = [name for name, _ in tree_lib.named_leaves(abstract_params)]
+  # Features cached from a trunk that a pruning event changes would be
+  # stale: a pruned layer is not frozen for the cut (the next cut up may
+  # still serve, e.g. pool5 when fc6 is pruned in the frozen setup).
+  pruned = set() if pruner is None else {
+      name for name, (rule, _) in prune.rules.resolve_tree(
+          abstract_params, tuple(tuple(r) for r in config.pruning.rules)
+      ).items() if rule != prune.rules.NONE}
+  cut = family.frozen_cut(names, set(frozen) - pruned)
   start = cut.name if cut and config.train.cache_frozen_features else None
-  if start is not None and pruner is not None:
-    # Features cached from the trunk before a pruning event would be stale.
-    pruned = [name for name, (rule, _) in prune.rules.resolve_tree(
-        abstract_params, tuple(tuple(r) for r in config.pruning.rules)).items()
-              if rule != prune.rules.NONE and not re.fullmatch(cut.after, name)]
-    if pruned:
-      logging.info("not caching %s: pruning changes the trunk (%s)", start,
-                   ", ".join(pruned[:3]) + (" …" if len(pruned) > 3 else ""))
-      start = None
+  if start is None and pruned and config.train.cache_frozen_features and (
+      family.frozen_cut(names, frozen)):
+    stale = sorted(pruned & set(frozen))
+    logging.info("not caching the frozen trunk: pruning changes it (%s)",
+                 ", ".join(stale[:3]) + (" …" if len(stale) > 3 else ""))
 
   # --- Checkpoint restore, or initial parameters -----------------------------
   mngr = checkpoint.manager(workdir)
