@@ -265,10 +265,12 @@ class VideoFileSource:
 
 
 class FolderSource:
-  """Test mode: every image of a folder (or one image), sorted."""
+  """Test mode: every image of a folder (or one image), sorted; images
+  OpenCV cannot decode are skipped with a warning and counted."""
 
   live = False
   dropped = 0
+  skipped = 0
 
   def __init__(self, spec: str):
     self.spec = spec
@@ -283,6 +285,7 @@ class FolderSource:
       if image is None:
         print(f"warning: {path}: OpenCV cannot decode this image; skipped",
               file=sys.stderr)
+        self.skipped += 1
         continue
       yield Frame(index, os.path.basename(path), image)
 
