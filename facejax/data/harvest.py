@@ -40,6 +40,7 @@ from facejax.recognition import atomic_file
 DEFAULT_MARGIN = 0.1  # Of the box, around a resized chip (the demo's).
 CONFIRM_MARGIN = 0.5  # Of a Haar box, around the region HOG looks at.
 HOG_MIN_FACE = 80  # Faces smaller than this are upsampled 2× for HOG.
+PROGRESS_S = 10.0  # Seconds between progress lines.
 
 
 class HarvestError(Exception):
@@ -158,10 +159,15 @@ def harvest(args, log=print) -> dict:
   prefix = _prefix(args.source)
   counts = {"frames": 0, "scanned": 0, "faces": 0, "written": 0,
             "existing": 0, "failed_chips": 0}
-  started = time.time()
+  started = last_report = time.time()
   try:
     for frame in source:
       counts["frames"] += 1
+      if time.time() - last_report >= PROGRESS_S:
+        last_report = time.time()
+        log(f"frame {counts['frames']}: {counts['written']} chips written, "
+            f"{counts['scanned'] / (last_report - started):.1f} frames "
+            "scanned/s")
       if (counts["frames"] - 1) % args.every == 0:
         counts["scanned"] += 1
         boxes = detector(frame.image)
