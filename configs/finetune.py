@@ -89,8 +89,9 @@ def get_config(arg=None):
   config.init = config_lib.init_config(reinit=reinit)
   config.optimizer = config_lib.optimizer_config(
       config_lib.transfer_lr_mults(*mults))
-  # 100 epochs of 75 steps: cheap on cached pool5 features, and long enough
-  # for fc_trained, whose fc6/fc7 start from N(0, 0.01), to converge.
+  # 100 epochs of 75 steps: cheap on cached pool5 features (fc6 outputs
+  # for frozen), and long enough for fc_trained, whose fc6/fc7 start from
+  # N(0, 0.01), to converge.
   config.train = config_lib.train_config(num_epochs=100.0)
   config.pruning = config_lib.pruning_config()
   if size == "smoke":
