@@ -45,6 +45,11 @@ verification accuracy:
   steps: 17.0 M, 788,160 (442,560), 1.13 MB (CSR), 0.75 (0.70) ms,
   73.8 % (73.8 %), 79.1 %.
 
+With ``--steps 12000`` (same day, 49 min; the distilled run of the
+variants below): teacher 4.33 (4.18) ms; distilled 76.2 % (76.2 %),
+verification 77.0 %, 0.62 ms; labels for the same time (13,273 steps)
+80.0 % (80.0 %), 80.3 %; pruned, 300 more steps, 76.2 %, 78.2 %.
+
 The same 4,000 steps with other ``--targets``/``--schedule``, distilled
 only (each once; ORL picked the default, so it is optimistic by that
 selection): raw 50.0 % (2026-12-02), centred 61.3 %, standardised with a
@@ -54,8 +59,9 @@ term (weight 10) 62.5 %.
 Against the goals: multiply-adds 1/16 of the teacher's (goal ≤ 1/3: met);
 executor 7.5× faster per face (goal ≥ 3×: met; at 112 px the student
 took 1.15 ms, 3.05×, for 60.0 M multiply-adds, 2026-12-02); accuracy
-within 3 points of the teacher: missed by 28 points, and distillation
-lost to labels at equal time (66.2 against 77.5 %). What limited it:
+within 3 points of the teacher: missed by 28 points at 4,000 steps and
+by 17.6 at 12,000, and distillation lost to labels at equal time (66.2
+against 77.5 %; 76.2 against 80.0 % at 12,000). What limited it:
 time and data, not capacity. The student starts from random weights, and
 2,106 faces of 239 people (200 of them drawings) in 16,848 views are all
 it learns from. With raw targets the L2 loss was still falling after
