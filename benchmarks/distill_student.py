@@ -62,13 +62,14 @@ took 1.15 ms, 3.05×, for 60.0 M multiply-adds, 2026-12-02); accuracy
 within 3 points of the teacher: missed by 28 points at 4,000 steps and
 by 17.6 at 12,000, and distillation lost to labels at equal time (66.2
 against 77.5 %; 76.2 against 80.0 % at 12,000). What limited it:
-time and data, not capacity. The student starts from random weights, and
+data, not time or capacity (below). The student starts from random weights, and
 2,106 faces of 239 people (200 of them drawings) in 16,848 views are all
-it learns from. With raw targets the L2 loss was still falling after
-4,000 steps and held-out top-1 rose with steps (12,000: 66.3 %; 24,000:
-76.3 %). Standardising the targets gives at 4,000 steps what raw targets
-gave at 12,000, and at 12,000 (1,237 s of steps, distilled only) 76.2 %,
-what raw gave at 24,000; 300 more steps at the full rate (the pruned row's
+it learns from. With raw targets held-out top-1 rose with steps (12,000:
+66.3 %; 24,000: 76.3 %). Standardising the targets gives at 4,000 steps
+what raw targets gave at 12,000, and at 12,000 (1,237 s of steps) 76.2 %,
+what raw gave at 24,000; at 24,000 (2,209 s, distilled only) 75.0 %: the
+curve levels off near 76 % (80 queries, ±5 points), so at this scale the
+2,106 faces, not time, bound it. 300 more steps at the full rate (the pruned row's
 restart) lifted it to 73.8 %. Labels give a stronger identity signal per
 step on this little data. The embedding regression of Irida Labs'
 student had VGG Face's 2.6 M images.
