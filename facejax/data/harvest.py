@@ -114,8 +114,7 @@ def _distinct(boxes, overlap=0.5):
   """``boxes`` without those whose IoU with an earlier one is > overlap."""
   kept = []
   for box in boxes:
-    x, y, w, h = box
-    if all(_iou((x, y, w, h), k) <= overlap for k in kept):
+    if all(_iou(box, k) <= overlap for k in kept):
       kept.append(box)
   return np.array(kept, np.int64).reshape(-1, 4)
 

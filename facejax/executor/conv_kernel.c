@@ -50,10 +50,9 @@ int64_t conv_used_fields(void) { return P_USED; }
 
 /* One output vector (LANES channels from k0) of one pixel: epilogue. */
 static inline __attribute__((always_inline)) void finish(
-    vf v, const float *restrict scale,
-                          const float *restrict bias, int64_t k0,
-                          const float *add, int64_t add_c, int64_t relu,
-                          float *restrict y, int64_t k) {
+    vf v, const float *restrict scale, const float *restrict bias,
+    int64_t k0, const float *add, int64_t add_c, int64_t relu,
+    float *restrict y, int64_t k) {
   if (scale) v *= load(scale + k0);
   v += load(bias + k0);
   if (add && k0 < add_c) {
@@ -121,25 +120,22 @@ DEFINE_BLOCK(f16, _Float16)
 /* The pixel blocks of one call, for weights of type WT: one function per
  * type, each the size of one set of MR cases (the two in one function
  * left GCC's register allocation with the accumulators on the stack). */
-#define CASE(SUFFIX, WT, M)                                                  \
+#define CASE(SUFFIX, M)                                                      \
   case M:                                                                    \
     block_##SUFFIX(M, a, p, w, kb, y, add);                                  \
     break;
 #if FJ_MR > 12
-#define CASES(S, WT)                                                         \
-  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
-  CASE(S, WT, 5) CASE(S, WT, 6) CASE(S, WT, 7) CASE(S, WT, 8)                \
-  CASE(S, WT, 9) CASE(S, WT, 10) CASE(S, WT, 11) CASE(S, WT, 12)             \
-  CASE(S, WT, 13) CASE(S, WT, 14)
+#define CASES(S)                                                             \
+  CASE(S, 1) CASE(S, 2) CASE(S, 3) CASE(S, 4) CASE(S, 5) CASE(S, 6)          \
+  CASE(S, 7) CASE(S, 8) CASE(S, 9) CASE(S, 10) CASE(S, 11) CASE(S, 12)       \
+  CASE(S, 13) CASE(S, 14)
 #elif FJ_MR > 6
-#define CASES(S, WT)                                                         \
-  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
-  CASE(S, WT, 5) CASE(S, WT, 6) CASE(S, WT, 7) CASE(S, WT, 8)                \
-  CASE(S, WT, 9) CASE(S, WT, 10) CASE(S, WT, 11) CASE(S, WT, 12)
+#define CASES(S)                                                             \
+  CASE(S, 1) CASE(S, 2) CASE(S, 3) CASE(S, 4) CASE(S, 5) CASE(S, 6)          \
+  CASE(S, 7) CASE(S, 8) CASE(S, 9) CASE(S, 10) CASE(S, 11) CASE(S, 12)
 #else
-#define CASES(S, WT)                                                         \
-  CASE(S, WT, 1) CASE(S, WT, 2) CASE(S, WT, 3) CASE(S, WT, 4)                \
-  CASE(S, WT, 5) CASE(S, WT, 6)
+#define CASES(S)                                                             \
+  CASE(S, 1) CASE(S, 2) CASE(S, 3) CASE(S, 4) CASE(S, 5) CASE(S, 6)
 #endif
 
 #define DEFINE_CONV(SUFFIX, WT)                                              \
@@ -174,7 +170,7 @@ DEFINE_BLOCK(f16, _Float16)
                         : 0;                                                 \
         }                                                                    \
         switch (mr) {                                                        \
-          CASES(SUFFIX, WT)                                                  \
+          CASES(SUFFIX)                                                  \
           default: break;                                                    \
         }                                                                    \
         start += mr;                                                         \

@@ -95,11 +95,10 @@ class ConvStep(Step):
         self.direct = direct_conv.DirectConv(
             ex.native, kernel4, bias.astype(np.float32), half=half,
             scale=kernel_scale)
-        scale = None  # Applied by the kernels (self.scale: for the count).
       if tile:  # Both, on the same taps: the batch decides (_winograd_for).
         self.winograd = winograd.WinogradConv(
             ex.native, kernel4, bias.astype(np.float32), tile,
-            packed=self.direct.weight, half=half, scale=kernel_scale)
+            packed=self.direct.weight, half=half, scale=self.direct.scale)
       self.weight = (self.direct.weight if self.direct is not None else
                      np.ascontiguousarray(kernel, np.float32))
     else:

@@ -33,8 +33,8 @@ graph_steps.py and ``choose_graph_tile``):
 import numpy as np
 
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
-FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias scale relu "
-          "pool y yn yh yw ih iw oh ow add an ah aw addc").split()
+FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias scale "
+          "relu pool y yn yh yw ih iw oh ow add an ah aw addc").split()
 OP_INPUT, OP_OUTPUT = 1, 2  # kernel_simd.h
 JOBS_PER_WORKER = 4
 # The transformed input of one band, per image up to 4 (each band reads
@@ -100,9 +100,10 @@ class WinogradConv:
     it was exported to save); they are widened exactly, and the transform,
     products and sums are fp32, as for CSR layers (network.py).
     ``packed`` is a DirectConv's weight of the same kernel, shared rather
-    than packed twice (graph_steps.py holds both). ``scale`` (K,) float32
-    multiplies the sums per channel before bias, pool and ReLU (dlib's
-    affine beside fp16 weights, as DirectConv takes it).
+    than packed twice (graph_steps.py holds both), and so may ``scale``
+    be: (K,) float32 that multiplies the sums per channel before bias,
+    pool and ReLU (dlib's affine beside fp16 weights, as DirectConv takes
+    it).
     """
     self.lib, self.m = lib, m
     self.nr = int(lib.conv_block_channels())
@@ -129,7 +130,8 @@ class WinogradConv:
       raise ValueError(f"Winograd: scale {self.scale.shape}, expected "
                        f"({out},)")
     self.shape = kernel.shape
-    self.nbytes = self.weight.nbytes + self.bias.nbytes
+    self.nbytes = self.weight.nbytes + self.bias.nbytes + (
+        0 if self.scale is None else self.scale.nbytes)
 
   def _plan(self, batch, height, width, workers, band_bytes):
     """Bands [(first, last) tile] and per-band (tile parts, block parts)."""
