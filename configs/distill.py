@@ -108,6 +108,9 @@ def get_config(arg=None):
       random_crops=2,  # Random crop + flip views per image.
       crop_scale=(0.8, 1.0),
       grey_fraction=0.5,  # Of the random crops, made grey.
+      # Views mixing the image with another face (facejax/distill/data.py).
+      mixup_views=0,
+      mixup_range=(0.5, 1.0),  # λ of the image's own crop.
       augment_seed=0,
   ))
   config.eval = ml_collections.ConfigDict(dict(

@@ -14,6 +14,7 @@ from facejax import config_lib
 from facejax import run
 from facejax.distill import data as data_lib
 from facejax.distill import evaluate
+from facejax.distill import job
 from facejax.distill import losses
 from facejax.distill import standardise
 from facejax.distill import targets as targets_lib
@@ -26,6 +27,7 @@ from facejax.models import squeezenet
 from facejax.train import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORL = os.path.join(REPO, "third_party", "orl_faces")
 
 
 def _config(arg):
@@ -95,6 +97,19 @@ def _descriptors(rng, n=500, size=6):
   # Like dlib's: far from the origin, varying little and unevenly about it.
   return (rng.normal(0.3, 0.2, size) + rng.normal(size=(n, size))
           * np.linspace(0.02, 0.05, size)).astype(np.float32)
+
+
+def test_unexplained_variance():
+  rng = np.random.default_rng(0)
+  teacher = rng.normal(size=(50, 8)) * rng.uniform(0.5, 2, 8) + 3
+  assert evaluate.unexplained(teacher, teacher) == 0
+  mean = np.broadcast_to(teacher.mean(0), teacher.shape)
+  np.testing.assert_allclose(evaluate.unexplained(mean, teacher), 1)
+  student = teacher + rng.normal(size=teacher.shape) * 0.3
+  per_column = [np.mean((student[:, j] - teacher[:, j]) ** 2)
+                for j in range(8)]
+  np.testing.assert_allclose(evaluate.unexplained(student, teacher),
+                             sum(per_column) / np.var(teacher, 0).sum())
 
 
 def test_standardise_fit_against_numpy():
@@ -206,6 +221,48 @@ def test_sources_mix_by_weight_and_views_are_fixed(tmp_path):
     data_lib.build(_data_config(tmp_path, ((ids, 0.0),)), 40, 24)
 
 
+def test_mixed_views_blend_two_faces(tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  # Flat-coloured faces: a crop of one is its colour, a blend of two lies
+  # on the segment between their colours, at λ in mixup_range.
+  rng = np.random.default_rng(3)
+  colours = rng.integers(0, 256, (6, 3)).astype(np.float64)
+  ids = str(tmp_path / "ids")
+  for n, colour in enumerate(colours):
+    os.makedirs(os.path.join(ids, f"id{n // 2}"), exist_ok=True)
+    cv2.imwrite(os.path.join(ids, f"id{n // 2}", f"{n}.png"),
+                np.full((40, 30, 3), colour[::-1], np.uint8))  # BGR file.
+  config = _data_config(tmp_path, ((ids, 1.0),), augment=False,
+                        random_crops=0, grey_fraction=0.0, mixup_views=3,
+                        mixup_range=(0.5, 0.9))
+  built = data_lib.build(config, 40, 24)
+  assert built.views_per_image == 4
+  np.testing.assert_array_equal(built.labels[:6], [0, 0, 1, 1, 2, 2])
+  assert (built.labels[6:] == -1).all()
+  lams = []
+  for i in range(6):
+    for view in built.source_views(0, [i], 40)[1:]:
+      value = view.reshape(-1, 3).astype(np.float64)
+      assert np.ptp(value, 0).max() <= 1
+      value = value[0]
+      # Some partner j and λ in [0.5, 0.9] give the view's colour.
+      fits = []
+      for j in range(6):
+        if j == i:
+          continue
+        lam = np.linspace(0.5, 0.9, 401)[:, None]
+        error = np.abs(lam * colours[i] + (1 - lam) * colours[j] - value)
+        best = error.max(1).argmin()
+        fits.append((error[best].max(), float(lam[best, 0])))
+      error, lam = min(fits)
+      assert error <= 1.5, (i, value)
+      lams.append(lam)
+  assert np.std(lams) > 0.05  # λ varies.
+  with pytest.raises(config_lib.ConfigError, match="config.data.mixup_range"):
+    data_lib.build(_data_config(tmp_path, ((ids, 1.0),), mixup_views=1,
+                                mixup_range=(0.5, 1.5)), 40, 24)
+
+
 class _CountingTeacher:
   """An 'embedding' teacher: the mean colour of each face, counted."""
 
@@ -240,6 +297,31 @@ def test_teacher_outputs_are_cached_and_resume(tmp_path, monkeypatch):
   cached = _CountingTeacher(fail_after=0)
   np.testing.assert_array_equal(
       targets_lib.teacher_outputs(cached, built, config.cache_dir), out)
+
+
+def test_dlib_teacher_is_dlib(tmp_path):
+  """The dlib teacher runs the executor on a cached fp32 blob: its
+  descriptors are dlib's own on real faces (ORL, three people)."""
+  dlib = pytest.importorskip("dlib")
+  import cv2  # pylint: disable=g-import-not-at-top
+  from facejax.porting import dlib as dlib_format  # pylint: disable=g-import-not-at-top
+  chips = np.stack([cv2.resize(np.repeat(cv2.imread(
+      os.path.join(ORL, f"s{p}", "1.pgm"), cv2.IMREAD_GRAYSCALE)[..., None],
+      3, -1), (150, 150), interpolation=cv2.INTER_AREA) for p in (1, 2, 3)])
+  config = _config("smoke").teacher
+  config.batch_size = 2  # A full batch and a partial one.
+  cache = str(tmp_path / "cache")
+  teacher = teacher_lib.load(config, cache)
+  assert (teacher.kind, teacher.input_size, teacher.size) == (
+      "embedding", 150, 128)
+  net = dlib.face_recognition_model_v1(dlib_format.find_model_file())
+  theirs = np.stack([np.array(net.compute_face_descriptor(c))
+                     for c in chips])
+  np.testing.assert_allclose(teacher.apply(chips), theirs, atol=2e-6)
+  # Loaded again, the blob is reused and the fingerprint is the same.
+  blobs = os.listdir(os.path.join(cache, "distill"))
+  assert len(blobs) == 1 and blobs[0].endswith("-fp32.fjx")
+  assert teacher_lib.load(config, cache).fingerprint == teacher.fingerprint
 
 
 def test_held_out_people_are_never_distilled_on(tmp_path):
@@ -389,6 +471,14 @@ def test_standardised_targets_cosine_schedule_and_resume(tmp_path):
       views - bundle.mean_image)
   gap = np.linalg.norm(np.mean(student, 0) - targets.mean(0))
   assert gap < 0.5 * np.linalg.norm(targets.mean(0)), gap
+  # The logged fit on the views (all of them: fewer than FIT_VIEWS) is
+  # 1 − R² of these descriptors against the teacher's, in float64 NumPy.
+  assert len(views) <= job.FIT_VIEWS
+  final = [r for r in _metrics(workdir) if r["split"] == "eval"][-1]
+  t = np.asarray(targets, np.float64)
+  r2 = 1 - np.sum((student - t) ** 2) / (len(t) * np.var(t, 0).sum())
+  np.testing.assert_allclose(final["unexplained_views"], 1 - r2, rtol=1e-4)
+  assert final["unexplained_held_out"] > 0
   # Resumed from step 3, the standardised parameters are unfolded again.
   resumed = str(tmp_path / "resumed")
   shutil.copytree(workdir, resumed)

@@ -14,7 +14,12 @@ pepper, mirror, CLAHE) and ``random_crops`` random square crops (side a
 uniform fraction in ``crop_scale`` of the image, anywhere in it, resized
 back) mirrored with probability 1/2 and made grey with probability
 ``grey_fraction`` (so that colour sources also teach grey faces, as ORL
-and Yale are). Views are made at the teacher's input size
+and Yale are). ``mixup_views`` more views blend a random crop of the
+image with a random crop of another face (of any source, drawn by the
+sources' weights) as λ·this + (1 − λ)·other, λ uniform in
+``mixup_range``: the function matching of Beyer et al. (2022), which
+shows the student the teacher between faces as well as at them; these
+views carry no label. Views are made at the teacher's input size
 (``work_size``) and shrunk to the student's, each drawn from the
 generator seeded ``(augment_seed, source, image, view)``. The student's
 views are cached as one uint8 ``.npy``, keyed by a fingerprint of the
@@ -59,7 +64,7 @@ class DistillSet:
     class_names: the labelled identities (``source/identity`` when more
       than one source has labels).
     sources: the sources, in config order.
-    views_per_image: 1 + 5·augment + random_crops.
+    views_per_image: 1 + 5·augment + random_crops + mixup_views.
     fingerprint: keys the views (and, with a teacher's, its outputs).
   """
   images: np.ndarray
@@ -79,10 +84,42 @@ class DistillSet:
     """
     originals = self.sources[source].originals
     return np.stack([
-        _resize(_view(self.data_config, source, i, k,
-                      np.asarray(originals[i])), size)
+        _resize(self._view(source, i, k, np.asarray(originals[i])), size)
         for k in range(self.views_per_image) for i in image_indices])
 
+  def _view(self, source: int, image: int, view: int, original):
+    """View ``view`` of an image: 0 the original, then the §2.8.1 five
+    (with ``augment``), the random crops, and the mixed views."""
+    config = self.data_config
+    if view == 0:
+      return original
+    rng = np.random.default_rng([config.augment_seed, source, image, view])
+    techniques = list(augment.TECHNIQUES.values()) if config.augment else []
+    if view <= len(techniques):
+      return techniques[view - 1](original, rng)
+    crop = _random_crop(original, rng, tuple(config.crop_scale),
+                        config.grey_fraction)
+    if view <= len(techniques) + config.random_crops:
+      return crop
+    # A mixed view (Beyer et al. 2022, "function matching"): the teacher
+    # is matched between faces too, λ·this + (1 − λ)·another face, with
+    # the other face drawn as batches draw sources and λ ~ U(mixup_range).
+    weights = np.array([s.weight * bool(len(s.originals))
+                        for s in self.sources])
+    k = rng.choice(len(weights), p=weights / weights.sum())
+    count = len(self.sources[k].originals)
+    if k == source and count > 1:  # Another face than this one.
+      other = rng.integers(count - 1)
+      other += other >= image
+    else:
+      other = rng.integers(count)
+    partner = _random_crop(np.asarray(self.sources[k].originals[other]),
+                           rng, tuple(config.crop_scale),
+                           config.grey_fraction)
+    lam = rng.uniform(*config.mixup_range)
+    return np.clip(np.rint(lam * crop.astype(np.float32) + (1 - lam) *
+                           partner.astype(np.float32)), 0, 255).astype(
+                               np.uint8)
 
 def _resize(image, size):
   return preprocess.resize_square(image, size)
@@ -100,19 +137,6 @@ def _random_crop(image, rng, crop_scale, grey_fraction):
   if rng.random() < grey_fraction:
     out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None], 3, -1)
   return out
-
-
-def _view(data_config, source: int, image: int, view: int, original):
-  """View ``view`` of an image: 0 the original, then the §2.8.1 five
-  (with ``augment``), then the random crops."""
-  if view == 0:
-    return original
-  rng = np.random.default_rng([data_config.augment_seed, source, image, view])
-  techniques = list(augment.TECHNIQUES.values()) if data_config.augment else []
-  if view <= len(techniques):
-    return techniques[view - 1](original, rng)
-  return _random_crop(original, rng, tuple(data_config.crop_scale),
-                      data_config.grey_fraction)
 
 
 def _check(data_config):
@@ -138,10 +162,15 @@ def _check(data_config):
     raise config_lib.ConfigError(
         f"config.data.grey_fraction must lie in [0, 1], got "
         f"{data_config.grey_fraction}")
-  if data_config.random_crops < 0:
+  for field in ("random_crops", "mixup_views"):
+    if data_config[field] < 0:
+      raise config_lib.ConfigError(
+          f"config.data.{field} must be >= 0, got {data_config[field]}")
+  low, high = data_config.mixup_range
+  if not 0 <= low <= high <= 1:
     raise config_lib.ConfigError(
-        f"config.data.random_crops must be >= 0, got "
-        f"{data_config.random_crops}")
+        f"config.data.mixup_range must satisfy 0 <= low <= high <= 1, got "
+        f"{tuple(data_config.mixup_range)}")
 
 
 def _index(data_config, source: str, work_size: int):
@@ -186,21 +215,26 @@ def build(data_config, work_size: int, student_size: int) -> DistillSet:
       labels = labels[kept] + len(class_names)
       class_names += [prefix + n for n in identities]
     sources.append(Source(name, root, float(weight), images, labels))
-  views = 1 + len(augment.TECHNIQUES) * bool(data_config.augment) + int(
+  plain = 1 + len(augment.TECHNIQUES) * bool(data_config.augment) + int(
       data_config.random_crops)
+  views = plain + int(data_config.mixup_views)
   # The views at the work size: what the teacher sees (targets.py).
   key = workspace.fingerprint([
       [(s.root, str(getattr(s.originals, "filename", "")), s.weight)
        for s in sources], work_size, views, bool(data_config.augment),
       list(data_config.crop_scale), data_config.grey_fraction,
-      data_config.augment_seed])
+      data_config.augment_seed]
+      + ([data_config.mixup_views, list(data_config.mixup_range)]
+         if data_config.mixup_views else []))
   offset, probabilities, labels = 0, [], []
   total_weight = sum(s.weight for s in sources if len(s.originals))
   for s in sources:
     s.offset = offset
     count = views * len(s.originals)
     offset += count
-    labels.append(np.tile(s.labels, views))
+    # A mixed view is of two people: no label.
+    labels.append(np.concatenate([np.tile(s.labels, plain), np.full(
+        (views - plain) * len(s.originals), -1, np.int32)]))
     probabilities.append(np.full(count, s.weight / total_weight / max(
         count, 1)))
   distill_set = DistillSet(

@@ -49,6 +49,7 @@ from facejax.train import trainer
 from facejax.train import workdir as workdir_lib
 
 FINITE = "finite"
+FIT_VIEWS = 512  # Distillation views the student's fit is measured on.
 OPTIMIZERS = ("adam", "caffe_sgd")
 
 
@@ -156,7 +157,7 @@ def distill_and_evaluate(config, workdir: str, *,
 
 def _distill(config, workdir, allow_config_change):
   # --- Teacher and data ------------------------------------------------------
-  teacher = teacher_lib.load(config.teacher)
+  teacher = teacher_lib.load(config.teacher, config.data.cache_dir)
   evaluate.check_held_out(config.eval, config.data)
   student_size = config.model.input_size
   work_size = teacher.input_size if teacher else student_size
@@ -177,7 +178,7 @@ def _distill(config, workdir, allow_config_change):
   # The student regresses standardised targets (standardise.py) and is
   # saved folded back to the teacher's space.
   affine = standardise.fit(targets, config.loss.targets)
-  targets = standardise.to_standard(targets, affine)
+  teacher_space, targets = targets, standardise.to_standard(targets, affine)
   # What the teacher pass cost when it ran, even if mapped from the cache
   # now (the wall time a comparison must grant a student without one).
   teacher_seconds = time.time() - started
@@ -249,23 +250,40 @@ def _distill(config, workdir, allow_config_change):
   held_out = evaluate.load(config.eval, config.data.cache_dir, student_size,
                            workdir)
 
-  def student_top1(params):
+  # How well the student mimics an embedding teacher, on a fixed sample of
+  # the views it learns from and on the held-out faces (evaluate.py).
+  mimics = teacher is not None and teacher.kind == "embedding"
+  fit_rows = np.sort(np.random.default_rng([config.seed, 0, 1]).choice(
+      len(labels), min(FIT_VIEWS, np.count_nonzero(data.probabilities)),
+      replace=False,
+      p=data.probabilities))
+
+  def evaluate_student(params):
     params = standardise.fold(params, affine)
     embed = teacher_lib.padded_batches(
         lambda images: jit_embed(params, images, mean_rgb),
         config.eval.batch_size)
-    return evaluate.one_nn_top1(embed, held_out, config.eval.metric)
+    embeddings = embed(evaluate.all_images(held_out))
+    values = {"top1": evaluate.top1_of(embeddings, held_out,
+                                       config.eval.metric)}
+    if mimics:
+      values["unexplained_views"] = evaluate.unexplained(
+          embed(data.images[fit_rows]), teacher_space[fit_rows])
+      values["unexplained_held_out"] = evaluate.unexplained(
+          embeddings, teacher_held_out)
+    return values
 
   write = metrics_lib.MetricsWriter(workdir).write
   results = {"teacher_seconds": teacher_seconds, "data_seconds": data_seconds}
-  if config.eval.teacher and teacher is not None and (
-      teacher.kind == "embedding"):
+  if mimics:
     teacher_data = evaluate.load(config.eval, config.data.cache_dir,
                                  teacher.input_size, workdir)
-    results["teacher_eval_top1"] = evaluate.one_nn_top1(
-        teacher.apply, teacher_data, config.eval.metric)
-    logging.info("teacher held-out 1-NN top-1 %.4f",
-                 results["teacher_eval_top1"])
+    teacher_held_out = teacher.apply(evaluate.all_images(teacher_data))
+    if config.eval.teacher:
+      results["teacher_eval_top1"] = evaluate.top1_of(
+          teacher_held_out, teacher_data, config.eval.metric)
+      logging.info("teacher held-out 1-NN top-1 %.4f",
+                   results["teacher_eval_top1"])
 
   # --- Loop ------------------------------------------------------------------
   start = int(state["step"])
@@ -301,9 +319,9 @@ def _distill(config, workdir, allow_config_change):
         write(done, "train", values)
         progress.report(done, values)
       if done % config.eval.every_steps == 0 and done != steps:
-        top1 = student_top1(state["params"])
-        write(done, "eval", {"top1": top1})
-        logging.info("step %d held-out 1-NN top-1 %.4f", done, top1)
+        values = evaluate_student(state["params"])
+        write(done, "eval", values)
+        logging.info("step %d held-out %s", done, _describe(values))
       if saving_step:
         checkpoint.save(mngr, done, dict(state, params=standardise.fold(
             state["params"], affine)), mean_image, meta)
@@ -312,10 +330,13 @@ def _distill(config, workdir, allow_config_change):
 
   # --- Final evaluation ------------------------------------------------------
   results["train_seconds"] = time.time() - loop_started
-  results["eval_top1"] = student_top1(state["params"])
-  write(steps, "eval", {"top1": results["eval_top1"]})
-  logging.info("final held-out 1-NN top-1 %.4f (teacher %s)",
-               results["eval_top1"], results.get("teacher_eval_top1"))
+  values = evaluate_student(state["params"])
+  write(steps, "eval", values)
+  results["eval_top1"] = values.pop("top1")
+  results.update(values)
+  logging.info("final held-out 1-NN top-1 %.4f (teacher %s), %s",
+               results["eval_top1"], results.get("teacher_eval_top1"),
+               _describe(values))
   mngr.close()
   return {"step": int(state["step"]), "distill": results,
           **({"pruning": meta["pruning"]} if pruner is not None else {})}
@@ -363,6 +384,10 @@ def _initial_params(config, abstract_params):
   loaded = pretrained.load_weights(config.init.weights)
   return initial.merge_pretrained(params, loaded.params, config.init.reinit,
                                   loaded.source)
+
+
+def _describe(values) -> str:
+  return ", ".join(f"{k} {v:.4f}" for k, v in values.items())
 
 
 def _check_finite(first_bad, steps, mngr, config, workdir):
