@@ -102,12 +102,13 @@ def _descriptors(rng, n=500, size=6):
 def test_unexplained_variance():
   rng = np.random.default_rng(0)
   teacher = rng.normal(size=(50, 8)) * rng.uniform(0.5, 2, 8) + 3
-  assert evaluate.unexplained(teacher, teacher) == 0
-  mean = np.broadcast_to(teacher.mean(0), teacher.shape)
-  np.testing.assert_allclose(evaluate.unexplained(mean, teacher), 1)
-  student = teacher + rng.normal(size=teacher.shape) * 0.3
-  per_column = [np.mean((student[:, j] - teacher[:, j]) ** 2)
-                for j in range(8)]
+  np.testing.assert_allclose(evaluate.unexplained(teacher + 5, teacher), 0,
+                             atol=1e-12)  # A common shift is no error.
+  one_point = np.broadcast_to(rng.normal(size=8), teacher.shape)
+  np.testing.assert_allclose(evaluate.unexplained(one_point, teacher), 1)
+  # Per column: the variance of the difference over the teacher's.
+  student = teacher + rng.normal(size=teacher.shape) * 0.3 + 1
+  per_column = [np.var(student[:, j] - teacher[:, j]) for j in range(8)]
   np.testing.assert_allclose(evaluate.unexplained(student, teacher),
                              sum(per_column) / np.var(teacher, 0).sum())
 
@@ -472,11 +473,12 @@ def test_standardised_targets_cosine_schedule_and_resume(tmp_path):
   gap = np.linalg.norm(np.mean(student, 0) - targets.mean(0))
   assert gap < 0.5 * np.linalg.norm(targets.mean(0)), gap
   # The logged fit on the views (all of them: fewer than FIT_VIEWS) is
-  # 1 − R² of these descriptors against the teacher's, in float64 NumPy.
+  # 1 − R² of these descriptors against the teacher's, each centred.
   assert len(views) <= job.FIT_VIEWS
   final = [r for r in _metrics(workdir) if r["split"] == "eval"][-1]
   t = np.asarray(targets, np.float64)
-  r2 = 1 - np.sum((student - t) ** 2) / (len(t) * np.var(t, 0).sum())
+  s = np.asarray(student, np.float64)
+  r2 = 1 - np.var(s - t, 0).sum() / np.var(t, 0).sum()
   np.testing.assert_allclose(final["unexplained_views"], 1 - r2, rtol=1e-4)
   assert final["unexplained_held_out"] > 0
   # Resumed from step 3, the standardised parameters are unfolded again.

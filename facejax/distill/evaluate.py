@@ -9,7 +9,7 @@ embedding (``config.eval.metric``) is of the same person. The folder must
 share no directory with ``config.data.sources``: a student distilled on
 some people is never scored on them.
 
-``unexplained`` measures how closely a student mimics an embedding
+``unexplained`` (1 − R², centred) measures how closely a student mimics an embedding
 teacher: on the distillation views against on the held-out faces, the gap
 between the two says whether more steps (both high) or more faces (the
 held-out one high) would help.
@@ -91,16 +91,19 @@ def top1_of(embeddings, data, metric: str) -> float:
       data.test.labels, metric=metric)
 
 def unexplained(student, teacher) -> float:
-  """The fraction of the teacher's variance the student misses, 1 − R².
+  """The fraction of the teacher's spread the student misses.
 
-  Σ‖s − t‖² / Σ‖t − t̄‖² over rows: 0 when the student reproduces the
-  teacher, 1 when it does no better than the teacher's mean descriptor.
+  Σ‖(s − s̄) − (t − t̄)‖² / Σ‖t − t̄‖² over rows: 1 − R² after each set's
+  mean is removed, since a shift common to all descriptors changes no
+  nearest neighbour. 0 when the student reproduces the teacher up to a
+  shift, 1 when it maps every face to one point.
   """
   student = np.asarray(student, np.float64)
   teacher = np.asarray(teacher, np.float64)
-  spread = np.sum((teacher - teacher.mean(0)) ** 2)
-  return float(np.sum((student - teacher) ** 2) / max(spread, 1e-30))
-
+  teacher = teacher - teacher.mean(0)
+  spread = np.sum(teacher ** 2)
+  return float(np.sum((student - student.mean(0) - teacher) ** 2)
+               / max(spread, 1e-30))
 
 def all_images(data):
   """uint8 (N, S, S, 3): a held-out set's gallery, then its queries."""
