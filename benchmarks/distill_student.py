@@ -257,6 +257,13 @@ def main():
                       help="config.optimizer.schedule: steps or cosine")
   parser.add_argument("--warmup", type=float, default=0.0,
                       help="config.optimizer.warmup, with cosine")
+  parser.add_argument("--random_crops", type=int, default=None,
+                      help="config.data.random_crops of every run "
+                      "(default: the config's)")
+  parser.add_argument("--mixup_views", type=int, default=0,
+                      help="config.data.mixup_views of the distilled "
+                      "students (the labels run has none: a mixed view "
+                      "has no label)")
   parser.add_argument("--rounds", type=int, default=40)
   parser.add_argument("--pairs_per_set", type=int, default=100,
                       help="matched (and mismatched) pairs per set")
@@ -272,6 +279,9 @@ def main():
             "optimizer.warmup": args.warmup}
   if args.targets is not None:
     recipe["loss.targets"] = args.targets
+  views = ({} if args.random_crops is None
+           else {"data.random_crops": args.random_crops})
+  recipe.update(views, **{"data.mixup_views": args.mixup_views})
   config, distilled = _run(None, args, distill_dir,
                            **{"train.num_steps": args.steps}, **recipe)
   d = distilled["distill"]
@@ -280,7 +290,7 @@ def main():
   budget_s = d["teacher_seconds"] + d["train_seconds"]
   direct_steps = max(int(round(budget_s * steps_per_s)), 1)
   _, direct = _run("labels", args, os.path.join(root, "labels"),
-                   **{"train.num_steps": direct_steps})
+                   **{"train.num_steps": direct_steps}, **views)
   # 3. Pruned while distilling on.
   pruned = None
   if args.prune_steps:

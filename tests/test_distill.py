@@ -386,12 +386,9 @@ def test_distil_resume_export_and_executor(tmp_path):
   model = squeezenet.SqueezeNet(width=0.25)
   expected = model.apply({"params": bundle.params},
                          raw - bundle.mean_image)
-  # The export CLI does not pass the trained size to Family.lower yet, so
-  # its blob takes squeezenet.INPUT_SIZE (the network is fully
-  # convolutional); lowered at the trained size, it is the student.
-  assert ex.height in (48, squeezenet.INPUT_SIZE)
-  if ex.height == 48:
-    np.testing.assert_allclose(ex.embed(raw), expected, atol=1e-5)
+  # The export CLI lowers at the trained size.
+  assert ex.height == 48
+  np.testing.assert_allclose(ex.embed(raw), expected, atol=1e-5)
   graph = squeezenet.lower(bundle.params, mean_rgb=bundle.mean_image[0, 0],
                            input_size=48)
   graph_export.export_graph(blob, graph, precision="fp32")

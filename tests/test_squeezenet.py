@@ -59,7 +59,8 @@ def reference(params, centred):
                     pad=1))], axis=-1)
     if n in (3, 5):
       x = _max_pool(x)
-  # conv10 (1×1) on every position, then the global average.
+  # conv10 (1×1) on every position, then the global average; or, spatial,
+  # one VALID conv over the whole map.
   x = _conv(x, p["embedding"]["kernel"], p["embedding"]["bias"]).mean((1, 2))
   if "head" in p:
     x = x @ p["head"]["kernel"] + p["head"]["bias"]
@@ -120,6 +121,41 @@ def test_cuts_and_head(small):
               "embedding"]), start="embedding"), logits, atol=1e-5)
   with pytest.raises(ValueError, match="start"):
     model.apply({"params": params}, centred, start="fire5")
+
+
+@pytest.fixture(scope="module")
+def spatial(small):
+  _, _, raw, centred, _ = small
+  model = squeezenet.SqueezeNet(width=0.25, embedding_size=16,
+                                pooling="spatial")
+  params = model.init(jax.random.key(4), jnp.asarray(centred))["params"]
+  params = jax.tree.map(lambda a: np.asarray(a) + 0.01 * (a.ndim == 1),
+                        params)
+  out = np.asarray(model.apply({"params": params}, centred))
+  return model, params, raw, centred, out
+
+
+def test_spatial_pooling(spatial, tmp_path):
+  model, params, raw, centred, out = spatial
+  side = squeezenet.last_map_side(SIZE)
+  assert side == 2 and params["embedding"]["kernel"].shape == (2, 2, 128, 16)
+  np.testing.assert_allclose(out, reference(params, centred), rtol=1e-4,
+                             atol=1e-5)
+  _, features = model.apply({"params": params}, centred,
+                            return_features=True)
+  assert features["pooled"].shape == (3, 2 * 2 * 128)
+  np.testing.assert_allclose(
+      model.apply({"params": params}, features["pooled"], start="pooled"),
+      out, atol=1e-6)
+  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
+  assert "global_avg" not in [op.op for op in graph.ops]
+  ex, _, _ = _executor(tmp_path, graph, precision="fp32")
+  np.testing.assert_allclose(ex.embed(raw), out, atol=1e-5)
+  ex.close()
+  with pytest.raises(ValueError, match="input_size 64"):
+    squeezenet.lower(params, mean_rgb=MEAN, input_size=64)
+  with pytest.raises(ValueError, match="pooling"):
+    squeezenet.SqueezeNet(pooling="max").init(jax.random.key(0), centred)
 
 
 def test_registered_family():

@@ -23,6 +23,7 @@ the executor on the same blob and prints the largest differences.
 """
 
 import argparse
+import inspect
 import os
 import sys
 
@@ -159,9 +160,13 @@ def _lower(bundle):
   mean_rgb = mean.reshape(-1, 3)[0]
   if not np.all(mean.reshape(-1, 3) == mean_rgb):
     raise ValueError("the ResNet's mean must be one value per channel")
-  return family.get(bundle.model["name"]).lower(
-      bundle.params, bundle.masks, mean_rgb=mean_rgb,
-      class_names=bundle.class_names or None)
+  lower = family.get(bundle.model["name"]).lower
+  # A family whose blob can take other sizes is lowered at the trained one
+  # (the mean image's), which a spatial embedding needs.
+  sized = "input_size" in inspect.signature(lower).parameters
+  return lower(bundle.params, bundle.masks, mean_rgb=mean_rgb,
+               class_names=bundle.class_names or None,
+               **({"input_size": int(mean.shape[0])} if sized else {}))
 
 
 def _is_blob(path) -> bool:

@@ -14,7 +14,12 @@ distilled VGG Face into (/work/shared/seeds/003_*.txt, 0.38 GMAC at
   ReLU: descriptors have negative components) to ``embedding_size``
   channels, and the global average. Both are linear, so the module and
   the lowering average first and apply it as a dense layer, the same map
-  at 1/(H·W) of the cost;
+  at 1/(H·W) of the cost. With ``pooling="spatial"`` there is no average:
+  the embedding is a conv whose kernel covers the whole last map (VALID),
+  a dense layer on the flattened map, so a face's parts keep their place
+  (aligned faces put the eyes at the same pixels; MobileFaceNet, Chen et
+  al. 2018, replaced the average for that reason). It fixes the input
+  size: 3×3×512 at 64 px, 590 k more weights;
 * optionally a ``head`` Dense on the embedding for classes (fp32 logits).
 
 The pools use the floor rule (``VALID``); the reference's ceil mode gives
@@ -45,6 +50,7 @@ INPUT_SIZE = 64  # configs/distill.py's student.
 # Centred pixels have a standard deviation of ~60 on faces: ~unit inputs.
 INPUT_SCALE = 1 / 64
 CUTS = ("pooled", "embedding")
+POOLINGS = ("mean", "spatial")
 
 
 def channels(count: int, width: float) -> int:
@@ -79,10 +85,13 @@ class SqueezeNet(nn.Module):
       returns fp32 logits.
     width: multiplier on every conv's channels (1.0 is SqueezeNet 1.1).
     embedding_size: the descriptor's size (the teacher's: 128).
+    pooling: ``"mean"`` (SqueezeNet's global average) or ``"spatial"``
+      (the embedding reads the whole last map; module docstring).
   """
   num_classes: int = 0
   width: float = 1.0
   embedding_size: int = EMBEDDING_SIZE
+  pooling: str = "mean"
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False,
@@ -92,8 +101,8 @@ class SqueezeNet(nn.Module):
     Args:
       inputs: ``pixels - mean_rgb`` (0–255 scale, RGB), float NHWC, at
         least 32×32; or, with ``start``, the (N, C) features of that cut:
-        ``"pooled"`` the spatial mean of fire9, ``"embedding"`` the
-        descriptor.
+        ``"pooled"`` the spatial mean of fire9 (``pooling="spatial"``:
+        fire9's map flattened), ``"embedding"`` the descriptor.
       train: unused (no dropout or batch statistics).
       start: None or one of ``CUTS``.
       return_features: also return ``{cut: features}`` from ``start`` on.
@@ -105,6 +114,9 @@ class SqueezeNet(nn.Module):
     del train
     if start is not None and start not in CUTS:
       raise ValueError(f"start must be None or one of {CUTS}, got {start!r}")
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got "
+                       f"{self.pooling!r}")
     first = CUTS.index(start) if start is not None else -1
     features = {}
     x = inputs
@@ -122,12 +134,22 @@ class SqueezeNet(nn.Module):
                  name=name)(x)
         if name in POOL_AFTER:
           x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-      x = jnp.mean(x, axis=(1, 2))
+      x = (jnp.mean(x, axis=(1, 2)) if self.pooling == "mean"
+           else x.reshape(x.shape[0], -1))
     if first <= 0:
       features["pooled"] = x
-      # The 1×1 conv after the mean: the same linear map (module docstring).
-      x = nn.Conv(self.embedding_size, (1, 1), name="embedding")(
-          x[:, None, None, :])[:, 0, 0, :]
+      if self.pooling == "mean":
+        # The 1×1 conv after the mean: the same map (module docstring).
+        x = x[:, None, None, :]
+      else:  # The flattened map, back to (N, side, side, C).
+        c = 2 * channels(FIRES[-1][2], self.width)
+        side = int(round(np.sqrt(x.shape[1] // c)))
+        if side * side * c != x.shape[1]:
+          raise ValueError(f"pooled features of {x.shape[1]} values are no "
+                           f"square map of {c} channels")
+        x = x.reshape(x.shape[0], side, side, c)
+      x = nn.Conv(self.embedding_size, x.shape[1:3], padding="VALID",
+                  name="embedding")(x)[:, 0, 0, :]
     features["embedding"] = x
     if self.num_classes:
       x = nn.Dense(self.num_classes, name="head")(x)
@@ -201,15 +223,23 @@ def lower(params, masks=None, mean_rgb=(0.0, 0.0, 0.0), class_names=None, *,
     e3 = conv_relu(f"{name}/expand3x3", s, padding=1)
     ops.append(graph_lib.concat(name, [e1, e3]))
     x = pool(name, name) if name in POOL_AFTER else name
-  ops.append(graph_lib.global_avg("pooled", x))
   kernel = take("embedding/kernel")
-  if kernel.ndim != 4 or kernel.shape[:2] != (1, 1):
-    raise ValueError(f"params: embedding/kernel is {kernel.shape}, expected "
-                     "(1, 1, in, out)")
+  side = last_map_side(input_size)
+  if kernel.ndim != 4 or kernel.shape[0] != kernel.shape[1] or (
+      kernel.shape[0] not in (1, side)):
+    raise ValueError(
+        f"params: embedding/kernel is {kernel.shape}, expected (1, 1, in, "
+        f"out), or ({side}, {side}, in, out) for the spatial pooling at "
+        f"input_size {input_size}")
+  if kernel.shape[0] == 1 and side != 1:  # Mean pooling.
+    ops.append(graph_lib.global_avg("pooled", x))
+    x = "pooled"
+  # Spatial: a dense layer on the map, flattened (h, w, c) as NHWC is.
   embedding_mask = mask("embedding")
   ops.append(graph_lib.fc(
-      "embedding", "pooled", kernel[0, 0], take("embedding/bias"),
-      mask=None if embedding_mask is None else embedding_mask[0, 0]))
+      "embedding", x, kernel.reshape(-1, kernel.shape[3]),
+      take("embedding/bias"), mask=None if embedding_mask is None
+      else embedding_mask.reshape(-1, kernel.shape[3])))
   size = int(kernel.shape[3])
   if "head/kernel" in flat:
     head = take("head/kernel")
@@ -237,16 +267,27 @@ def lower(params, masks=None, mean_rgb=(0.0, 0.0, 0.0), class_names=None, *,
              "num_classes": len(class_names or [])})
 
 
+def last_map_side(input_size: int) -> int:
+  """The side of fire9's map: conv1 (3×3/2) and three 3×3/2 pools."""
+  side = (input_size - 3) // 2 + 1
+  for _ in POOL_AFTER:
+    side = (side - 3) // 2 + 1
+  return side
+
+
 def build(model_config, num_classes: int) -> SqueezeNet:
+  # Checkpoints written before ``pooling`` existed averaged.
   return SqueezeNet(num_classes=num_classes, width=model_config.width,
-                    embedding_size=model_config.embedding_size)
+                    embedding_size=model_config.embedding_size,
+                    pooling=model_config.get("pooling", "mean"))
 
 
 def meta(model_config, num_classes: int) -> dict:
   return {"name": "squeezenet", "num_classes": num_classes,
           "width": model_config.width,
           "embedding_size": model_config.embedding_size,
-          "input_size": model_config.input_size}
+          "input_size": model_config.input_size,
+          "pooling": model_config.get("pooling", "mean")}
 
 
 # Trained from scratch (or distilled), so no default weights; a frozen
