@@ -76,9 +76,10 @@ def get_config(arg=None):
   # time (1,000 steps at 112 px: 1-NN top-1 28.7 %; 3,000 at 64 px: 41 %).
   config.model = ml_collections.ConfigDict(dict(
       name="squeezenet", input_size=64, width=1.0, embedding_size=128,
-      # "mean" (SqueezeNet's global average) or "spatial": the embedding
-      # reads fire9's whole 3×3 map (facejax/models/squeezenet.py).
-      pooling="mean"))
+      # "spatial": the embedding reads fire9's whole 3×3 map
+      # (facejax/models/squeezenet.py), or "mean", SqueezeNet's global
+      # average. On held-out ORL after 4,000 steps: 87.5 % against 66.2 %.
+      pooling="spatial"))
   config.teacher = ml_collections.ConfigDict(dict(
       kind=TEACHER_KINDS[teacher],
       # Unset with kind "dlib": face-recognition-models' .dat.

@@ -137,8 +137,10 @@ def test_standardise_fit_against_numpy():
 
 
 @pytest.mark.parametrize("classes", [0, 3])
-def test_folded_student_outputs_teacher_space(classes):
-  model = squeezenet.SqueezeNet(width=0.25, num_classes=classes)
+@pytest.mark.parametrize("pooling", squeezenet.POOLINGS)
+def test_folded_student_outputs_teacher_space(classes, pooling):
+  model = squeezenet.SqueezeNet(width=0.25, num_classes=classes,
+                                pooling=pooling)
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 48, 48, 3)).astype(np.float32)
   params = model.init(jax.random.key(0), x)["params"]
@@ -383,7 +385,7 @@ def test_distil_resume_export_and_executor(tmp_path):
   assert ex.kind == "embedding"
   rng = np.random.default_rng(0)
   raw = rng.integers(0, 256, (2, 48, 48, 3)).astype(np.uint8)
-  model = squeezenet.SqueezeNet(width=0.25)
+  model = squeezenet.SqueezeNet(width=0.25, pooling=config.model.pooling)
   expected = model.apply({"params": bundle.params},
                          raw - bundle.mean_image)
   # The export CLI lowers at the trained size.
@@ -464,7 +466,8 @@ def test_standardised_targets_cosine_schedule_and_resume(tmp_path):
   targets = targets_lib.teacher_outputs(teacher, data, config.data.cache_dir)
   bundle = checkpoint.restore_for_export(workdir)
   views = np.asarray(data.images, np.float32)
-  student = squeezenet.SqueezeNet(width=0.25).apply(
+  student = squeezenet.SqueezeNet(
+      width=0.25, pooling=config.model.pooling).apply(
       {"params": {k: v for k, v in bundle.params.items() if k != "head"}},
       views - bundle.mean_image)
   gap = np.linalg.norm(np.mean(student, 0) - targets.mean(0))
