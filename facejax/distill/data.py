@@ -19,7 +19,9 @@ image with a random crop of another face (of any source, drawn by the
 sources' weights) as λ·this + (1 − λ)·other, λ uniform in
 ``mixup_range``: the function matching of Beyer et al. (2022), which
 shows the student the teacher between faces as well as at them; these
-views carry no label. Views are made at the teacher's input size
+views carry no label. Off by default: with the mean-pooled student, 10
+crops and 16 mixed views per image (67,392 views) gave 72.5 % on held-out
+ORL after 12,000 steps against 76.2 % with the default 8 views. Views are made at the teacher's input size
 (``work_size``) and shrunk to the student's, each drawn from the
 generator seeded ``(augment_seed, source, image, view)``. The student's
 views are cached as one uint8 ``.npy``, keyed by a fingerprint of the
