@@ -306,8 +306,10 @@ def test_dlib_teacher_is_dlib(tmp_path):
   """The dlib teacher runs the executor on a cached fp32 blob: its
   descriptors are dlib's own on real faces (ORL, three people)."""
   dlib = pytest.importorskip("dlib")
-  import cv2  # pylint: disable=g-import-not-at-top
-  from facejax.porting import dlib as dlib_format  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import cv2
+  from facejax.porting import dlib as dlib_format
+  # pylint: enable=g-import-not-at-top
   chips = np.stack([cv2.resize(np.repeat(cv2.imread(
       os.path.join(ORL, f"s{p}", "1.pgm"), cv2.IMREAD_GRAYSCALE)[..., None],
       3, -1), (150, 150), interpolation=cv2.INTER_AREA) for p in (1, 2, 3)])

@@ -21,8 +21,9 @@ sources' weights) as λ·this + (1 − λ)·other, λ uniform in
 shows the student the teacher between faces as well as at them; these
 views carry no label. Off by default: with the mean-pooled student, 10
 crops and 16 mixed views per image (67,392 views) gave 72.5 % on held-out
-ORL after 12,000 steps against 76.2 % with the default 8 views. Views are made at the teacher's input size
-(``work_size``) and shrunk to the student's, each drawn from the
+ORL after 12,000 steps against 76.2 % with the default 8 views. Views are
+made at the teacher's input size (``work_size``) and shrunk to the
+student's, each drawn from the
 generator seeded ``(augment_seed, source, image, view)``. The student's
 views are cached as one uint8 ``.npy``, keyed by a fingerprint of the
 decoded sources and these settings.
@@ -122,6 +123,7 @@ class DistillSet:
     return np.clip(np.rint(lam * crop.astype(np.float32) + (1 - lam) *
                            partner.astype(np.float32)), 0, 255).astype(
                                np.uint8)
+
 
 def _resize(image, size):
   return preprocess.resize_square(image, size)

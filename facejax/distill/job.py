@@ -255,8 +255,7 @@ def _distill(config, workdir, allow_config_change):
   mimics = teacher is not None and teacher.kind == "embedding"
   fit_rows = np.sort(np.random.default_rng([config.seed, 0, 1]).choice(
       len(labels), min(FIT_VIEWS, np.count_nonzero(data.probabilities)),
-      replace=False,
-      p=data.probabilities))
+      replace=False, p=data.probabilities))
 
   def evaluate_student(params):
     params = standardise.fold(params, affine)

@@ -5,8 +5,8 @@
 * ``"dlib"``: dlib's face ResNet (``.dat``; unset path: the file of
   face-recognition-models), read by ``facejax.porting.dlib``, lowered by
   ``facejax.models.dlib_resnet.lower`` to an fp32 blob (kept in the cache)
-  and run by the compiled executor: the 128-d descriptor, within 1e-6 of
-  dlib's and of the Flax module's; on 2 cores 2.9 ms per face at batch 32
+  and run by the compiled executor: the 128-d descriptor, within 2e-6 of
+  dlib's (tests/test_distill.py); on 2 cores 2.9 ms per face at batch 32
   against the Flax module's 10.7 (the teacher pass of a short run);
 * ``"checkpoint"``: any facejax workdir or step directory, run by its
   family's Flax module: logits when it has classes, else its embedding

@@ -170,7 +170,7 @@ DEFINE_BLOCK(f16, _Float16)
                         : 0;                                                 \
         }                                                                    \
         switch (mr) {                                                        \
-          CASES(SUFFIX)                                                  \
+          CASES(SUFFIX)                                                      \
           default: break;                                                    \
         }                                                                    \
         start += mr;                                                         \
