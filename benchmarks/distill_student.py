@@ -207,13 +207,12 @@ def _executor_top1(path, config, workdir):
   ex = graph_network.make_executor(blob_lib.open_blob(path), threads=2)
   data = evaluate.load(config.eval, config.data.cache_dir, ex.height,
                        workdir)
-
-  def embed(images):
-    return np.concatenate([ex.embed(np.asarray(images[i:i + 32]))
-                           for i in range(0, len(images), 32)])
-  top1 = evaluate.one_nn_top1(embed, data, config.eval.metric)
+  images, _ = evaluate.every_image(data)
+  embeddings = np.concatenate([ex.embed(images[i:i + 32])
+                               for i in range(0, len(images), 32)])
   ex.close()
-  return top1, data
+  values = evaluate.scores(embeddings, data, config.eval.metric)
+  return values["top1"], values["leave_one_out"], data
 
 
 def _verification(path, root, per_set):
@@ -265,6 +264,11 @@ def main():
                       help="config.data.mixup_views of the distilled "
                       "students (the labels run has none: a mixed view "
                       "has no label)")
+  parser.add_argument("--hard_label", type=float, default=0.0,
+                      help="config.loss.hard_label of the distilled "
+                      "students: the sources' labels through a class head, "
+                      "beside the embedding term (Hinton et al.'s hard "
+                      "term)")
   parser.add_argument("--rounds", type=int, default=40)
   parser.add_argument("--pairs_per_set", type=int, default=100,
                       help="matched (and mismatched) pairs per set")
@@ -282,7 +286,8 @@ def main():
     recipe["loss.targets"] = args.targets
   views = ({} if args.random_crops is None
            else {"data.random_crops": args.random_crops})
-  recipe.update(views, **{"data.mixup_views": args.mixup_views})
+  recipe.update(views, **{"data.mixup_views": args.mixup_views,
+                          "loss.hard_label": args.hard_label})
   config, distilled = _run(None, args, distill_dir,
                            **{"train.num_steps": args.steps}, **recipe)
   d = distilled["distill"]
@@ -297,7 +302,10 @@ def main():
   if args.prune_steps:
     _, pruned = _run("pruned", args, os.path.join(root, "pruned"),
                      **{"train.num_steps": args.prune_steps,
-                        "init.weights": distill_dir}, **recipe)
+                        "init.weights": distill_dir,
+                        # The distilled class head, when it has one.
+                        "init.reinit": () if args.hard_label else ("head",)},
+                     **recipe)
 
   # 4. Blobs, cost, executor time and accuracy.
   weights = dlib_format.read_resnet()
@@ -316,7 +324,7 @@ def main():
   rows = []
   held_out = None
   for name, info in blobs.items():
-    top1, data = _executor_top1(info["path"], config, distill_dir)
+    top1, loo, data = _executor_top1(info["path"], config, distill_dir)
     if name == "teacher":
       flax_top1 = d.get("teacher_eval_top1")
     else:
@@ -331,7 +339,7 @@ def main():
         "nonzero": info["nonzero"],
         "blob_bytes": info["bytes"], "ms_median": timing[name][0],
         "ms_min": timing[name][1], "top1_flax": flax_top1,
-        "top1_executor_fp16": top1,
+        "top1_executor_fp16": top1, "leave_one_out_fp16": loo,
         "verification": _verification(info["path"], args.held_out,
                                       args.pairs_per_set),
         "steps": None if run_info is None else run_info["step"],
@@ -354,8 +362,9 @@ def main():
         f"{summary['queries']} queries; raw-pixel 1-NN {100 * raw:.1f} %")
   print("| model | MACs | × teacher | params (non-zero) | blob "
         "| ms/face median (min) | speed-up | 1-NN top-1 Flax "
-        "| executor fp16 | verification | steps | teacher s | steps s |")
-  print("|" + " --- |" * 13)
+        "| executor fp16 | leave-one-out | verification | steps "
+        "| teacher s | steps s |")
+  print("|" + " --- |" * 14)
   for r in rows:
     pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
     num = lambda v: "–" if v is None else f"{v:.0f}"
@@ -365,6 +374,7 @@ def main():
           f"{r['blob_bytes'] / 1e6:.2f} MB | {r['ms_median']:.2f} "
           f"({r['ms_min']:.2f}) | {teacher['ms_median'] / r['ms_median']:.2f}"
           f" | {pct(r['top1_flax'])} | {pct(r['top1_executor_fp16'])} | "
+          f"{pct(r['leave_one_out_fp16'])} | "
           f"{pct(r['verification'])} | "
           f"{num(r['steps'])} | {num(r['teacher_s'])} | "
           f"{num(r['train_s'])} |")

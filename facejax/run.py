@@ -41,6 +41,11 @@ def print_summary(results: dict[str, Any], workdir: str) -> None:
     print(f"held-out 1-NN top-1: student {100 * d['eval_top1']:.2f} %"
           + (f", teacher {100 * teacher:.2f} %" if teacher is not None
              else ""))
+    if "leave_one_out" in d:
+      loo = d.get("teacher_leave_one_out")
+      print(f"held-out leave-one-out: student "
+            f"{100 * d['leave_one_out']:.2f} %"
+            + (f", teacher {100 * loo:.2f} %" if loo is not None else ""))
     print(f"teacher outputs {d['teacher_seconds']:.1f} s, steps "
           f"{d['train_seconds']:.1f} s")
   if "pruning" in results:

@@ -262,9 +262,8 @@ def _distill(config, workdir, allow_config_change):
     embed = teacher_lib.padded_batches(
         lambda images: jit_embed(params, images, mean_rgb),
         config.eval.batch_size)
-    embeddings = embed(evaluate.all_images(held_out))
-    values = {"top1": evaluate.top1_of(embeddings, held_out,
-                                       config.eval.metric)}
+    embeddings = embed(evaluate.every_image(held_out)[0])
+    values = evaluate.scores(embeddings, held_out, config.eval.metric)
     if mimics:
       values["unexplained_views"] = evaluate.unexplained(
           embed(data.images[fit_rows]), teacher_space[fit_rows])
@@ -277,12 +276,14 @@ def _distill(config, workdir, allow_config_change):
   if mimics:
     teacher_data = evaluate.load(config.eval, config.data.cache_dir,
                                  teacher.input_size, workdir)
-    teacher_held_out = teacher.apply(evaluate.all_images(teacher_data))
+    teacher_held_out = teacher.apply(evaluate.every_image(teacher_data)[0])
     if config.eval.teacher:
-      results["teacher_eval_top1"] = evaluate.top1_of(
-          teacher_held_out, teacher_data, config.eval.metric)
-      logging.info("teacher held-out 1-NN top-1 %.4f",
-                   results["teacher_eval_top1"])
+      values = evaluate.scores(teacher_held_out, teacher_data,
+                               config.eval.metric)
+      results["teacher_eval_top1"] = values["top1"]
+      results["teacher_leave_one_out"] = values["leave_one_out"]
+      logging.info("teacher held-out 1-NN top-1 %.4f, leave-one-out %.4f",
+                   values["top1"], values["leave_one_out"])
 
   # --- Loop ------------------------------------------------------------------
   start = int(state["step"])
