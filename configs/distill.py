@@ -109,7 +109,8 @@ def get_config(arg=None):
       generated=dict(identity_set="base", num_identities=200,
                      images_per_identity=10, seed=0),
       cache_dir=config_dict.placeholder(str),
-      augment=True,  # §2.8.1's five views.
+      augment=True,  # §2.8.1's views, one per technique below.
+      augment_techniques=("noise", "blur", "salt_pepper", "mirror", "clahe"),
       random_crops=2,  # Random crop + flip views per image.
       crop_scale=(0.8, 1.0),
       grey_fraction=0.5,  # Of the random crops, made grey.

@@ -237,6 +237,19 @@ def test_sources_mix_by_weight_and_views_are_fixed(tmp_path):
                                 np.asarray(built.images))
   with pytest.raises(config_lib.ConfigError, match="config.data.sources"):
     data_lib.build(_data_config(tmp_path, ((ids, 0.0),)), 40, 24)
+  # A subset of the techniques, in the order given: the mirror is view 1.
+  subset = data_lib.build(_data_config(
+      tmp_path, ((ids, 3.0), (flat, 1.0)), augment=True, random_crops=2,
+      augment_techniques=("mirror", "blur")), 40, 24)
+  assert subset.views_per_image == 1 + 2 + 2
+  assert subset.fingerprint != built.fingerprint
+  np.testing.assert_array_equal(subset.source_views(0, [0], 40)[1],
+                                first[:, ::-1])
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.data.augment_techniques"):
+    data_lib.build(_data_config(tmp_path, ((ids, 1.0),), augment=True,
+                                augment_techniques=("mirror", "sharpen")),
+                   40, 24)
 
 
 def test_mixed_views_blend_two_faces(tmp_path):

@@ -97,7 +97,7 @@ class DistillSet:
     if view == 0:
       return original
     rng = np.random.default_rng([config.augment_seed, source, image, view])
-    techniques = list(augment.TECHNIQUES.values()) if config.augment else []
+    techniques = _techniques(config)
     if view <= len(techniques):
       return techniques[view - 1](original, rng)
     crop = _random_crop(original, rng, tuple(config.crop_scale),
@@ -157,6 +157,14 @@ def _check(data_config):
   if not any(w > 0 for _, w in sources):
     raise config_lib.ConfigError(
         "config.data.sources: every weight is 0")
+  unknown = [t for t in data_config.augment_techniques
+             if t not in augment.TECHNIQUES]
+  if unknown or len(set(data_config.augment_techniques)) != len(
+      data_config.augment_techniques):
+    raise config_lib.ConfigError(
+        "config.data.augment_techniques must name distinct techniques of "
+        f"{tuple(augment.TECHNIQUES)}, got "
+        f"{tuple(data_config.augment_techniques)}")
   low, high = data_config.crop_scale
   if not 0 < low <= high <= 1:
     raise config_lib.ConfigError(
@@ -175,6 +183,13 @@ def _check(data_config):
     raise config_lib.ConfigError(
         f"config.data.mixup_range must satisfy 0 <= low <= high <= 1, got "
         f"{tuple(data_config.mixup_range)}")
+
+
+def _techniques(data_config):
+  """The §2.8.1 techniques of the augmented views, in config order."""
+  if not data_config.augment:
+    return []
+  return [augment.TECHNIQUES[t] for t in data_config.augment_techniques]
 
 
 def _index(data_config, source: str, work_size: int):
@@ -219,8 +234,7 @@ def build(data_config, work_size: int, student_size: int) -> DistillSet:
       labels = labels[kept] + len(class_names)
       class_names += [prefix + n for n in identities]
     sources.append(Source(name, root, float(weight), images, labels))
-  plain = 1 + len(augment.TECHNIQUES) * bool(data_config.augment) + int(
-      data_config.random_crops)
+  plain = 1 + len(_techniques(data_config)) + int(data_config.random_crops)
   views = plain + int(data_config.mixup_views)
   # The views at the work size: what the teacher sees (targets.py).
   key = workspace.fingerprint([
@@ -229,7 +243,11 @@ def build(data_config, work_size: int, student_size: int) -> DistillSet:
       list(data_config.crop_scale), data_config.grey_fraction,
       data_config.augment_seed]
       + ([data_config.mixup_views, list(data_config.mixup_range)]
-         if data_config.mixup_views else []))
+         if data_config.mixup_views else [])
+      # Keys written before the field existed stay valid with all five.
+      + ([list(data_config.augment_techniques)]
+         if tuple(data_config.augment_techniques) != tuple(augment.TECHNIQUES)
+         else []))
   offset, probabilities, labels = 0, [], []
   total_weight = sum(s.weight for s in sources if len(s.originals))
   for s in sources:
