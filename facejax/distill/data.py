@@ -8,9 +8,10 @@ loss) or a flat folder of images (no labels). A batch draws each example
 from source s with probability weight_s / Σ weights, uniformly within it.
 
 Every image yields a fixed set of views, so that the frozen teacher sees
-each exactly once (targets.py caches its outputs): the original, the five
-offline augmentations of §2.8.1 (``augment``: noise, blur, salt and
-pepper, mirror, CLAHE) and ``random_crops`` random square crops (side a
+each exactly once (targets.py caches its outputs): the original, the
+offline augmentations of §2.8.1 (``augment``; ``augment_techniques``
+picks them, by default all five: noise, blur, salt and pepper, mirror,
+CLAHE) and ``random_crops`` random square crops (side a
 uniform fraction in ``crop_scale`` of the image, anywhere in it, resized
 back) mirrored with probability 1/2 and made grey with probability
 ``grey_fraction`` (so that colour sources also teach grey faces, as ORL
@@ -21,10 +22,10 @@ sources' weights) as λ·this + (1 − λ)·other, λ uniform in
 shows the student the teacher between faces as well as at them; these
 views carry no label. Off by default: with the mean-pooled student, 10
 crops and 16 mixed views per image (67,392 views) gave 72.5 % on held-out
-ORL after 12,000 steps against 76.2 % with the default 8 views. Views are
-made at the teacher's input size (``work_size``) and shrunk to the
-student's, each drawn from the
-generator seeded ``(augment_seed, source, image, view)``. The student's
+ORL's split after 12,000 steps against 76.2 % with the default 8 views.
+Views are made at the teacher's input size (``work_size``) and shrunk to
+the student's, each drawn from the generator seeded
+``(augment_seed, source, image, view)``. The student's
 views are cached as one uint8 ``.npy``, keyed by a fingerprint of the
 decoded sources and these settings.
 """
