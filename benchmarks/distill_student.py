@@ -265,6 +265,9 @@ def main():
                       help="config.data.mixup_views of the distilled "
                       "students (the labels run has none: a mixed view "
                       "has no label)")
+  parser.add_argument("--loss", default="l2",
+                      help="configs/distill.py's loss variant of the "
+                      "distilled students: l2, cosine or relational")
   parser.add_argument("--hard_label", type=float, default=0.0,
                       help="config.loss.hard_label of the distilled "
                       "students: the sources' labels through a class head, "
@@ -289,7 +292,7 @@ def main():
            else {"data.random_crops": args.random_crops})
   recipe.update(views, **{"data.mixup_views": args.mixup_views,
                           "loss.hard_label": args.hard_label})
-  config, distilled = _run(None, args, distill_dir,
+  config, distilled = _run(args.loss, args, distill_dir,
                            **{"train.num_steps": args.steps}, **recipe)
   d = distilled["distill"]
   # 2. Directly on labels, for the same wall time.
@@ -301,7 +304,8 @@ def main():
   # 3. Pruned while distilling on.
   pruned = None
   if args.prune_steps:
-    _, pruned = _run("pruned", args, os.path.join(root, "pruned"),
+    _, pruned = _run(f"pruned,{args.loss}", args,
+                     os.path.join(root, "pruned"),
                      **{"train.num_steps": args.prune_steps,
                         "init.weights": distill_dir,
                         # The distilled class head, when it has one.

@@ -7,6 +7,7 @@ size and pruning:
 
   python -m facejax.main --config=configs/distill.py        # dlib ResNet, L2
   python -m facejax.main --config=configs/distill.py:cosine
+  python -m facejax.main --config=configs/distill.py:relational  # distances
   python -m facejax.main --config=configs/distill.py:checkpoint,kd \
       --config.teacher.path=workdirs/finetune   # a classifier: Hinton's KD
   python -m facejax.main --config=configs/distill.py:blob \
@@ -45,15 +46,15 @@ from facejax import config_lib
 
 GROUPS = {
     "teacher": ("resnet", ("resnet", "checkpoint", "blob", "labels")),
-    "loss": ("l2", ("l2", "cosine", "kd")),
+    "loss": ("l2", ("l2", "cosine", "relational", "kd")),
     "size": ("default", ("default", "smoke")),
     "prune": ("dense", ("dense", "pruned")),
 }
 TEACHER_KINDS = {"resnet": "dlib", "checkpoint": "checkpoint",
                  "blob": "blob", "labels": "none"}
-# (embedding_l2, embedding_cosine, kd) per loss variant.
-LOSSES = {"l2": (1.0, 0.0, 0.0), "cosine": (0.0, 1.0, 0.0),
-          "kd": (0.0, 0.0, 1.0)}
+# (embedding_l2, embedding_cosine, embedding_relational, kd) per variant.
+LOSSES = {"l2": (1.0, 0.0, 0.0, 0.0), "cosine": (0.0, 1.0, 0.0, 0.0),
+          "relational": (0.0, 0.0, 1.0, 0.0), "kd": (0.0, 0.0, 0.0, 1.0)}
 # Pruning a distilled student: the 3×3 expands of the later fire modules
 # (fire6–9: 460,800 of the 1,312,448 parameters; the spatial embedding has
 # 589,952) are pruned layer-wise (eq. 2.16) to a quarter, where CSR (fp16
@@ -90,9 +91,11 @@ def get_config(arg=None):
       output="auto",
       batch_size=32,
   ))
-  l2, cosine, kd = LOSSES[loss] if teacher != "labels" else (0.0, 0.0, 0.0)
+  l2, cosine, relational, kd = (LOSSES[loss] if teacher != "labels"
+                                else (0.0,) * 4)
   config.loss = ml_collections.ConfigDict(dict(
-      embedding_l2=l2, embedding_cosine=cosine, kd=kd, temperature=4.0,
+      embedding_l2=l2, embedding_cosine=cosine,
+      embedding_relational=relational, kd=kd, temperature=4.0,
       # Cross-entropy with the sources' identities (the labels variant's
       # only term).
       hard_label=1.0 if teacher == "labels" else 0.0,

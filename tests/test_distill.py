@@ -6,6 +6,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -58,12 +59,27 @@ def test_losses_match_numpy():
   kl = (p * np.log(p / q)).sum(1).mean() * temperature ** 2
   np.testing.assert_allclose(losses.soft_logits_kl(s, t, temperature), kl,
                              rtol=1e-5)
+  # Relational: pairwise distances over their mean, Huber (δ = 1).
+  def relative(x):
+    d = np.array([np.linalg.norm(x[i] - x[j]) for i in range(5)
+                  for j in range(i + 1, 5)])
+    return d / d.mean()
+  diff = relative(s * 3.0) - relative(t)
+  huber = np.where(np.abs(diff) <= 1, 0.5 * diff ** 2, np.abs(diff) - 0.5)
+  np.testing.assert_allclose(losses.embedding_relational(s * 3.0, t),
+                             huber.mean(), rtol=1e-4)
+  # Blind to scale, rotation and shift: only the geometry counts.
+  rotation = np.linalg.qr(rng.normal(size=(7, 7)))[0]
+  np.testing.assert_allclose(losses.embedding_relational(
+      2.0 * t @ rotation + 1.0, t), 0.0, atol=1e-5)
+  assert np.isfinite(jax.grad(lambda x: losses.embedding_relational(
+      x, t))(jnp.asarray(np.tile(s[:1], (5, 1))))).all()  # Equal rows.
   labels = np.array([0, -1, 3, 6, -1])
   ce = -np.log(softmax(s)[[0, 2, 3], [0, 3, 6]]).mean()
   np.testing.assert_allclose(losses.hard_label(s, labels), ce, rtol=1e-5)
   config = ml_collections.ConfigDict(dict(
-      embedding_l2=0.5, embedding_cosine=0.0, kd=2.0, temperature=3.0,
-      hard_label=0.0))
+      embedding_l2=0.5, embedding_cosine=0.0, embedding_relational=0.0,
+      kd=2.0, temperature=3.0, hard_label=0.0))
   loss, terms = losses.total(config, s, s, t, labels)
   assert set(terms) == {"embedding_l2", "kd"}
   np.testing.assert_allclose(loss, 0.5 * terms["embedding_l2"] +
@@ -75,6 +91,8 @@ def test_losses_match_numpy():
     (dict(embedding_l2=1.0), None, True, "config.loss.embedding_l2 needs"),
     (dict(embedding_cosine=1.0), "logits", True,
      "config.loss.embedding_cosine needs"),
+    (dict(embedding_relational=1.0), None, True,
+     "config.loss.embedding_relational needs"),
     (dict(hard_label=1.0), None, False, "config.loss.hard_label needs"),
     (dict(), "embedding", True, "every weight is 0"),
     (dict(embedding_l2=-1.0), "embedding", True, "must be >= 0"),
@@ -83,8 +101,8 @@ def test_losses_match_numpy():
 ])
 def test_loss_checks_name_the_field(weights, kind, labelled, message):
   config = ml_collections.ConfigDict(dict(
-      embedding_l2=0.0, embedding_cosine=0.0, kd=0.0, temperature=4.0,
-      hard_label=0.0, targets="raw"))
+      embedding_l2=0.0, embedding_cosine=0.0, embedding_relational=0.0,
+      kd=0.0, temperature=4.0, hard_label=0.0, targets="raw"))
   config.update(weights)
   with pytest.raises(config_lib.ConfigError, match=message):
     losses.check(config, kind, labelled)

@@ -6,6 +6,11 @@
   student's and the teacher's embeddings, the distance dlib's descriptors
   are compared by (same person below 0.6);
 * ``embedding_cosine``: 1 − cos(s, t);
+* ``embedding_relational``: the distance-wise relational loss of Park et
+  al. (2019): over the pairs of a batch, the Huber distance between the
+  student's and the teacher's pairwise Euclidean distances, each divided
+  by its mean over the batch. It asks for the teacher's geometry, which is
+  all a nearest-neighbour gallery uses, not its coordinates;
 * ``kd``: Hinton et al. (2015): KL(softmax(t/T) ‖ softmax(s/T)) of the
   logits softened by the temperature T, scaled by T² so that its gradient
   keeps its size as T changes;
@@ -18,7 +23,7 @@ import jax.numpy as jnp
 
 from facejax import config_lib
 
-EMBEDDING_TERMS = ("embedding_l2", "embedding_cosine")
+EMBEDDING_TERMS = ("embedding_l2", "embedding_cosine", "embedding_relational")
 TERMS = EMBEDDING_TERMS + ("kd", "hard_label")
 
 
@@ -63,6 +68,23 @@ def embedding_cosine(student, teacher, eps=1e-8):
   return (1.0 - dot / jnp.maximum(norms, eps)).mean()
 
 
+def _pair_distances(x, eps=1e-12):
+  """(B·(B−1)/2,) Euclidean distances of the rows' pairs i < j."""
+  x = x.astype(jnp.float32)
+  sq = jnp.sum(x * x, axis=-1)
+  i, j = jnp.triu_indices(x.shape[0], k=1)
+  d2 = sq[i] + sq[j] - 2.0 * jnp.sum(x[i] * x[j], axis=-1)
+  return jnp.sqrt(jnp.maximum(d2, 0.0) + eps)
+
+
+def embedding_relational(student, teacher, eps=1e-8):
+  """Huber(d_s/mean d_s − d_t/mean d_t) over the batch's pairs (δ = 1)."""
+  ds, dt = _pair_distances(student), _pair_distances(teacher)
+  diff = ds / jnp.maximum(ds.mean(), eps) - dt / jnp.maximum(dt.mean(), eps)
+  small = jnp.abs(diff) <= 1.0
+  return jnp.where(small, 0.5 * diff ** 2, jnp.abs(diff) - 0.5).mean()
+
+
 def soft_logits_kl(student_logits, teacher_logits, temperature: float):
   """T²·KL(softmax(t/T) ‖ softmax(s/T)), mean over the batch."""
   t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
@@ -87,6 +109,8 @@ def total(loss_config, embedding, logits, targets, labels):
     terms["embedding_l2"] = embedding_l2(embedding, targets)
   if loss_config.embedding_cosine:
     terms["embedding_cosine"] = embedding_cosine(embedding, targets)
+  if loss_config.embedding_relational:
+    terms["embedding_relational"] = embedding_relational(embedding, targets)
   if loss_config.kd:
     terms["kd"] = soft_logits_kl(logits, targets, loss_config.temperature)
   if loss_config.hard_label:
