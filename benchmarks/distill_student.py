@@ -64,7 +64,14 @@ leave-one-out) nor the student's capacity (the labels student, same
 network: 92.0 %) explains the gap. Runs of 4,000 steps that did not close
 it, leave-one-out: the hard-label term beside the L2 79.5 % (78.5 % with
 the L2 weighted 0.05), no generated faces 79.0 %, no noise or
-salt-and-pepper views 77.5 %. 12,000 steps: see the README.
+salt-and-pepper views 77.5 %; 12,000 steps 83.0 %.
+
+``--loss relational --workdir_root workdirs/distill_rel`` (same day): the
+teacher 4.16 ms, 97.5 %; distilled on pairwise distances (Park et al.
+2019) 0.69 ms (6.0×), 83.8 % on the split, 90.2 % leave-one-out, 80.2 %
+verification; labels for the same time (4,411 steps) 92.5 %, 91.2 %,
+84.3 %; pruned 0.96 ms, 87.5 %, 89.2 %, 79.6 %. Distillation is level with
+labels there, and both stay 6–7 points behind the teacher.
 
 Before the spatial embedding, SqueezeNet's global average followed by a
 1×1 conv (``--pooling mean``: 17.0 M multiply-adds, 788,160 parameters,
