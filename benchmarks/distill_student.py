@@ -215,7 +215,7 @@ def _executor_top1(path, config, workdir):
   ex = graph_network.make_executor(blob_lib.open_blob(path), threads=2)
   data = evaluate.load(config.eval, config.data.cache_dir, ex.height,
                        workdir)
-  images, _ = evaluate.every_image(data)
+  images = evaluate.every_image(data)
   embeddings = np.concatenate([ex.embed(images[i:i + 32])
                                for i in range(0, len(images), 32)])
   ex.close()

@@ -85,7 +85,7 @@ def scores(embeddings, data, metric: str) -> dict[str, float]:
   """
   embeddings = np.asarray(embeddings, np.float32)
   train, val = len(data.train.labels), len(data.val.labels)
-  _, labels = every_image(data, images=False)
+  labels = np.concatenate([np.asarray(s.labels) for s in _splits(data)])
   return {
       "top1": nearest_neighbour.raw_pixel_nn_accuracy(
           embeddings[:train], data.train.labels, embeddings[train + val:],
@@ -109,13 +109,14 @@ def unexplained(student, teacher) -> float:
                / max(spread, 1e-30))
 
 
-def every_image(data, images: bool = True):
-  """(uint8 images or None, labels): a held-out set's training, validation
-  and test images, in that order."""
-  splits = (data.train, data.val, data.test)
-  return (np.concatenate([np.asarray(s.images) for s in splits])
-          if images else None,
-          np.concatenate([np.asarray(s.labels) for s in splits]))
+def every_image(data):
+  """uint8 (N, S, S, 3): a held-out set's training, validation and test
+  images, in that order (``scores`` takes their embeddings)."""
+  return np.concatenate([np.asarray(s.images) for s in _splits(data)])
+
+
+def _splits(data):
+  return (data.train, data.val, data.test)
 
 
 def leave_one_out_top1(embeddings, labels, metric: str) -> float:

@@ -257,12 +257,14 @@ def _distill(config, workdir, allow_config_change):
       len(labels), min(FIT_VIEWS, np.count_nonzero(data.probabilities)),
       replace=False, p=data.probabilities))
 
+  held_out_images = evaluate.every_image(held_out)
+
   def evaluate_student(params):
     params = standardise.fold(params, affine)
     embed = teacher_lib.padded_batches(
         lambda images: jit_embed(params, images, mean_rgb),
         config.eval.batch_size)
-    embeddings = embed(evaluate.every_image(held_out)[0])
+    embeddings = embed(held_out_images)
     values = evaluate.scores(embeddings, held_out, config.eval.metric)
     if mimics:
       values["unexplained_views"] = evaluate.unexplained(
@@ -276,7 +278,7 @@ def _distill(config, workdir, allow_config_change):
   if mimics:
     teacher_data = evaluate.load(config.eval, config.data.cache_dir,
                                  teacher.input_size, workdir)
-    teacher_held_out = teacher.apply(evaluate.every_image(teacher_data)[0])
+    teacher_held_out = teacher.apply(evaluate.every_image(teacher_data))
     if config.eval.teacher:
       values = evaluate.scores(teacher_held_out, teacher_data,
                                config.eval.metric)
