@@ -142,6 +142,10 @@ def get_config(arg=None):
       split_seed=0,
       metric="l2",
       teacher=True,  # Also score the teacher (its embedding) on them.
+      # Diagnostic, not a held-out score: distil on eval.root itself
+      # (config.data.sources must be exactly it) to see whether the student
+      # can fit the teacher on those faces at all (facejax/distill/evaluate.py).
+      capacity_check=False,
       every_steps=500,
       batch_size=64,
   ))

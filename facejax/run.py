@@ -38,12 +38,15 @@ def print_summary(results: dict[str, Any], workdir: str) -> None:
   if "distill" in results:
     d = results["distill"]
     teacher = d.get("teacher_eval_top1")
-    print(f"held-out 1-NN top-1: student {100 * d['eval_top1']:.2f} %"
+    scored = "held-out"
+    if d.get("capacity_check"):
+      scored = "capacity check, distilled on these faces,"
+    print(f"{scored} 1-NN top-1: student {100 * d['eval_top1']:.2f} %"
           + (f", teacher {100 * teacher:.2f} %" if teacher is not None
              else ""))
     if "leave_one_out" in d:
       loo = d.get("teacher_leave_one_out")
-      print(f"held-out leave-one-out: student "
+      print(f"{scored} leave-one-out: student "
             f"{100 * d['leave_one_out']:.2f} %"
             + (f", teacher {100 * loo:.2f} %" if loo is not None else ""))
     print(f"teacher outputs {d['teacher_seconds']:.1f} s, steps "

@@ -388,6 +388,28 @@ def test_held_out_people_are_never_distilled_on(tmp_path):
     evaluate.check_held_out(config.eval, config.data)
 
 
+def test_capacity_check_distils_on_the_scored_faces(tmp_path):
+  config, workdir = _smoke(tmp_path, "smoke", "capacity")
+  config.eval.capacity_check = True
+  # Sources other than eval.root (here: generated faces, no root) refused.
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.eval.capacity_check"):
+    evaluate.check_held_out(config.eval, config.data)
+  faces = str(tmp_path / "faces")
+  _write_faces(faces, 3, 4, seed=5)
+  config.eval.root = faces
+  config.data.sources = ((faces, 1.0), ("generated", 1.0))
+  with pytest.raises(config_lib.ConfigError, match="got root"):
+    evaluate.check_held_out(config.eval, config.data)
+  config.data.sources = ((faces + "/", 1.0),)  # The same folder.
+  d = run.run(config, workdir)["distill"]
+  assert d["capacity_check"] is True and 0 <= d["leave_one_out"] <= 1
+  # Without the flag, the same sources are refused as held-out overlap.
+  config.eval.capacity_check = False
+  with pytest.raises(config_lib.ConfigError, match="overlaps"):
+    evaluate.check_held_out(config.eval, config.data)
+
+
 def test_teacher_config_errors(tmp_path):
   config = _config("blob").teacher
   with pytest.raises(config_lib.ConfigError, match="config.teacher.path"):

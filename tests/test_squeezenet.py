@@ -299,3 +299,66 @@ def test_concat_of_three_runs(tmp_path):
   a, b = _conv(x, ka, 0, pad=1), _conv(x, kb, 0, pad=1)
   expected = np.maximum(np.concatenate([a, b, a], -1), 0).mean((1, 2))
   np.testing.assert_allclose(ex.forward(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", ["winograd", "direct", "im2col"])
+def test_fire_expands_write_into_the_concat(small, tmp_path, conv):
+  """No concat copies: each fire's expands fill their channel ranges of the
+  fire's output, on every conv path, and the output stays the float64 one."""
+  _, params, _, centred, _ = small
+  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
+  path = str(tmp_path / "s.fjx")
+  graph_export.export_graph(path, graph, precision="fp32")
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                   conv=conv)
+  assert not [s for s in ex.steps if type(s).__name__ == "ConcatStep"]
+  assert sorted(ex.aliases) == sorted(
+      f"fire{n}/expand{k}/relu" for n in range(2, 10)
+      for k in ("1x1", "3x3"))
+  expected = reference(params, centred)
+  for _ in range(2):  # The second call finds the buffers used.
+    np.testing.assert_allclose(ex.forward(centred), expected, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(ex.forward(centred[1:2]), expected[1:2],
+                               rtol=1e-4, atol=1e-5)
+  ex.close()
+
+
+@pytest.mark.parametrize("conv", ["winograd", "direct", "im2col"])
+def test_concat_in_place_keeps_its_zero_border(tmp_path, conv):
+  """A padded 3×3 conv reads a concat the convs write in place: its zero
+  border is refilled on every call. Concats of tensors read twice, or of
+  other concats, keep their copies."""
+  rng = np.random.default_rng(5)
+  ka, kb, kd = (rng.normal(size=(3, 3, 3, c)).astype(np.float32)
+                for c in (4, 5, 3))
+  kc = rng.normal(size=(3, 3, 9, 6)).astype(np.float32)
+  ke = rng.normal(size=(1, 1, 18, 2)).astype(np.float32)
+  ops = [graph_lib.conv("a", "image", ka, None, padding=1),
+         graph_lib.conv("b", "image", kb, None, padding=1),
+         graph_lib.concat("ab", ["a", "b"]),  # In place.
+         graph_lib.conv("c", "ab", kc, None, padding=1),
+         graph_lib.conv("d", "image", kd, None, padding=1),
+         graph_lib.concat("cd", ["c", "d"]),  # c and d are read twice.
+         graph_lib.concat("dc", ["d", "c"]),
+         graph_lib.concat("all", ["cd", "dc"]),  # Of concats.
+         graph_lib.relu("r", "all"),
+         graph_lib.conv("e", "r", ke, None),
+         graph_lib.global_avg("pooled", "e")]
+  graph = graph_lib.Graph("image", (16, 16), np.zeros(3, np.float32), 1.0,
+                          "RGB", ops, {"tensor": "pooled",
+                                       "kind": "embedding", "size": 2})
+  path = str(tmp_path / "c.fjx")
+  graph_export.export_graph(path, graph, precision="fp32")
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                   conv=conv)
+  assert sorted(ex.aliases) == ["a", "b"]
+  for seed in (0, 1):  # The second call finds the buffers used.
+    x = np.random.default_rng(seed).normal(size=(2, 16, 16, 3)) * 10
+    a, b, d = (_conv(x, k, 0, pad=1) for k in (ka, kb, kd))
+    c = _conv(np.concatenate([a, b], -1), kc, 0, pad=1)
+    r = np.maximum(np.concatenate([c, d, d, c], -1), 0)
+    expected = _conv(r, ke, 0).mean((1, 2))
+    np.testing.assert_allclose(ex.forward(x.astype(np.float32)), expected,
+                               rtol=1e-4, atol=1e-4)
+  ex.close()

@@ -9,6 +9,12 @@ embedding (``config.eval.metric``) is of the same person. The folder must
 share no directory with ``config.data.sources``: a student distilled on
 some people is never scored on them.
 
+``config.eval.capacity_check`` is the one exception, a diagnostic: the
+student distils on the evaluation faces themselves, so its scores say
+whether it can represent the teacher on them (capacity), and the gap
+between them and the held-out run's is what the distillation data fails to
+teach (data).
+
 ``unexplained`` (1 − R², centred) measures how closely a student mimics
 an embedding teacher. On the distillation views it says whether the
 student fits what it learns from; on held-out faces it stayed near 0.95
@@ -44,12 +50,29 @@ def _data_config(eval_config, cache_dir):
 
 
 def check_held_out(eval_config, data_config) -> None:
-  """Raises unless the evaluation people are absent from the sources."""
+  """Raises unless the evaluation people are absent from the sources.
+
+  With ``eval_config.capacity_check`` the sources must be ``eval.root``
+  itself instead: the student then distils on the faces it is scored on,
+  which measures whether it can fit the teacher there at all (capacity),
+  not how it generalises.
+  """
   if eval_config.metric not in METRICS:
     raise config_lib.ConfigError(
         f"config.eval.metric must be one of {METRICS}, got "
         f"{eval_config.metric!r}")
   names = [s for s, _ in data_config.sources]
+  if eval_config.capacity_check:
+    root = eval_config.root and os.path.realpath(
+        os.path.expanduser(eval_config.root))
+    if root is None or [os.path.realpath(os.path.expanduser(n))
+                        for n in names] != [root]:
+      raise config_lib.ConfigError(
+          "config.eval.capacity_check distils on the evaluation faces: set "
+          "config.data.sources to ((config.eval.root, 1.0),), with "
+          f"config.eval.root set (got root {eval_config.root!r}, sources "
+          f"{tuple(names)!r})")
+    return
   if eval_config.root is None:
     gen, used = eval_config.generated, data_config.generated
     if "generated" in names and gen.identity_set == used.identity_set:

@@ -274,7 +274,12 @@ def _distill(config, workdir, allow_config_change):
     return values
 
   write = metrics_lib.MetricsWriter(workdir).write
-  results = {"teacher_seconds": teacher_seconds, "data_seconds": data_seconds}
+  results = {"teacher_seconds": teacher_seconds, "data_seconds": data_seconds,
+             "capacity_check": bool(config.eval.capacity_check)}
+  if config.eval.capacity_check:
+    logging.warning("capacity check: the student distils on %s, the faces "
+                    "it is scored on; its scores measure fit, not held-out "
+                    "accuracy", config.eval.root)
   if mimics:
     teacher_data = evaluate.load(config.eval, config.data.cache_dir,
                                  teacher.input_size, workdir)

@@ -22,6 +22,7 @@ of a conv, or, where a worker would get fewer than 128 output pixels
 (stages 3-5 at batch 1), blocks of its output channels.
 """
 
+import collections
 import concurrent.futures
 
 import numpy as np
@@ -87,7 +88,8 @@ class GraphExecutor:
     self.conv = ("im2col" if self.native is None else
                  "direct" if conv == "direct" else "winograd")
     self.shapes = graph_manifest.shapes(manifest)
-    self.steps = self._fuse(manifest["ops"])
+    self.steps, self.aliases = _concat_in_place(
+        self._fuse(manifest["ops"]), self.output_name)
     blob.release_pages()
     self.weight_bytes = self.mean.nbytes + sum(
         getattr(s, a).nbytes for s in self.steps
@@ -196,8 +198,20 @@ class GraphExecutor:
       return buffer
 
     held = {self.input_name: place(self.input_name)}
+    borders = []  # Per step: the zero borders to refill before it runs.
     for index, step in enumerate(self.steps):
-      held[step.output] = place(step.output)
+      name = step.output
+      if name in self.aliases:  # A channel range of a concat's output.
+        whole, c0, c1 = self.aliases[name]
+        first = whole not in held
+        if first:
+          held[whole] = place(whole)
+        self.interior[name] = self.interior[whole][..., c0:c1]
+        self.padded[name] = (self.interior[name], (0, 0))
+        borders.append(self._border(whole) if first else [])
+      else:
+        held[name] = place(name)
+        borders.append(self._border(name))
       for name in set(step.inputs):
         if last_read[name] == index and name != self.output_name:
           free.append(held.pop(name))
@@ -208,8 +222,8 @@ class GraphExecutor:
                     for _ in range(self.workers)]
     # Buffers are shared, so a border is re-zeroed just before its
     # tensor is written, every call.
-    self.program = [(self._border(step.output), step.bind(self, batch))
-                    for step in self.steps]
+    self.program = [(border, step.bind(self, batch))
+                    for border, step in zip(borders, self.steps)]
     self.batch = batch
     self.activation_bytes = sum(a.nbytes for a in arenas) + sum(
         c.nbytes + o.nbytes for c, o in self.scratch)
@@ -280,6 +294,31 @@ class GraphExecutor:
   def close(self):
     if self.pool is not None:
       self.pool.shutdown()
+
+
+def _concat_in_place(steps, output_name):
+  """(steps, aliases): concats whose inputs are all convs read by nothing
+  else are dropped, and those convs write straight into their channel
+  ranges of the concat's output (every conv path takes an output view
+  with contiguous channels). A fire module's two expands then fill its
+  output as they run, with no copy after them (SqueezeNet's 8 concats).
+
+  ``aliases`` maps each such conv output to (concat output, c0, c1).
+  """
+  made_by = {s.output: s for s in steps}
+  reads = collections.Counter(n for s in steps for n in s.inputs)
+  aliases, kept = {}, []
+  for step in steps:
+    inputs = getattr(step, "inputs", ())
+    if isinstance(step, steps_lib.ConcatStep) and len(set(inputs)) == len(
+        inputs) and all(isinstance(made_by.get(n), steps_lib.ConvStep)
+                        and reads[n] == 1 and n != output_name
+                        for n in inputs):
+      for name, (c0, c1) in zip(inputs, step.ranges):
+        aliases[name] = (step.output, int(c0), int(c1))
+    else:
+      kept.append(step)
+  return kept, aliases
 
 
 def _hoist_pools(ops):
