@@ -42,6 +42,17 @@ matches the teacher's distances, not its coordinates, so the student's
 descriptors leave the teacher's space and its threshold must be
 calibrated. That is why the default stays L2. The default data (generated
 faces only) is not measured.
+
+What limits the student is data, not capacity (2026-12-04, L2, 4,000
+steps): distilled on ORL itself as a diagnostic,
+
+  python -m facejax.main --config=configs/distill.py \
+      --config.eval.root=third_party/orl_faces \
+      --config.data.sources="(('third_party/orl_faces', 1.0),)" \
+      --config.eval.capacity_check=True
+
+it scores 97.0 % leave-one-out against the teacher's 97.5 %, while on
+people it never saw it stays at 76–80 % (24–39 source people; README).
 """
 
 import ml_collections

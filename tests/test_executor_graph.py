@@ -371,3 +371,46 @@ def test_conv_paths_match_float64_reference(small, tmp_path, conv):
         [expected] * 3)[:8], atol=1e-5)
   np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
   np.testing.assert_allclose(ex.forward(images[:1]), expected[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fc_on_the_direct_kernel_reads_a_bordered_input(tmp_path, precision,
+                                                        threads):
+  """fc runs as a one-pixel 1×1 conv on the compiled kernel (fp16 weights
+  kept fp16); its input here is also read by a padded conv, so it has a
+  zero border and is gathered first."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.export import graph as graph_lib
+  rng = np.random.default_rng(1)
+  k1 = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
+  k2 = rng.standard_normal((3, 3, 8, 40)).astype(np.float32)
+  w = rng.standard_normal((6 * 6 * 8, 40)).astype(np.float32)
+  ops = [graph_lib.conv("c", "x", k1, np.ones(8), padding=1),
+         graph_lib.relu("r", "c"),
+         graph_lib.conv("d", "r", k2, None, padding=1),
+         graph_lib.global_avg("g", "d"),
+         graph_lib.fc("o", "r", w, np.arange(40) / 10),
+         graph_lib.add("s", "g", "o", "same"),
+         graph_lib.relu("e", "s")]
+  graph = graph_lib.Graph("x", (6, 6), np.zeros(3, np.float32), 1.0, "RGB",
+                          ops, {"tensor": "e", "kind": "embedding",
+                                "size": 40})
+  path = str(tmp_path / "f.fjx")
+  graph_export.export_graph(path, graph, precision=precision)
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=threads)
+  if ex.native is not None:
+    assert [type(s).__name__ for s in ex.steps if s.output == "o"] == [
+        "FcStep"]
+    assert next(s for s in ex.steps if s.output == "o").direct is not None
+  stored = (lambda a: a.astype(np.float16).astype(np.float64)) if (
+      precision == "fp16") else (lambda a: a.astype(np.float64))
+  for seed in (2, 3):
+    x = np.random.default_rng(seed).standard_normal((3, 6, 6, 3))
+    r = np.maximum(_conv(x, stored(k1), 1, 1, 1), 0)
+    g = _conv(r, stored(k2), 0, 1, 1).mean((1, 2))
+    o = r.reshape(3, -1) @ stored(w) + stored(np.arange(40) / 10)
+    expected = np.maximum(g + o, 0)
+    got = ex.forward(x.astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+  ex.close()

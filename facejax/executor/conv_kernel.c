@@ -326,6 +326,20 @@ void conv_run(const int64_t *jobs, int64_t njobs) {
  * pass over the output per window tap, 9 for the stem's 3x3 max pool.)
  * Element strides; x at the first window's origin.
  */
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+static inline vf max_v(vf a, vf t) { /* t > a ? t : a, as the tail */
+#if defined(__AVX512F__)
+  return (vf)_mm512_max_ps((__m512)t, (__m512)a);  /* t > a ? t : a */
+#elif defined(__AVX__)
+  return (vf)_mm256_max_ps((__m256)t, (__m256)a);
+#else
+  const vi take = (vi)(t > a);
+  return (vf)(((vi)t & take) | ((vi)a & ~take));
+#endif
+}
+
 void pool_direct(const float *x, int64_t xn, int64_t xh, int64_t xw,
                  int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t kh,
                  int64_t kw, int64_t sh, int64_t sw, int64_t is_max,
@@ -336,19 +350,28 @@ void pool_direct(const float *x, int64_t xn, int64_t xh, int64_t xw,
       for (int64_t j = 0; j < ow; ++j) {
         const float *src = x + b * xn + i * sh * xh + j * sw * xw;
         float *restrict dst = y + b * yn + i * yh + j * yw;
-        for (int64_t ch = 0; ch < c; ++ch) dst[ch] = src[ch];
-        for (int64_t r = 0; r < kh; ++r)
-          for (int64_t s = 0; s < kw; ++s) {
-            if (!r && !s) continue;
-            const float *restrict t = src + r * xh + s * xw;
-            if (is_max) {
-              for (int64_t ch = 0; ch < c; ++ch)
-                dst[ch] = t[ch] > dst[ch] ? t[ch] : dst[ch];
-            } else {
-              for (int64_t ch = 0; ch < c; ++ch) dst[ch] += t[ch];
+        int64_t ch = 0;
+        /* A vector of channels stays in a register over the window's taps
+         * and is stored once (the old loop stored it after every tap). */
+        for (; ch + FJ_LANES <= c; ch += FJ_LANES) {
+          vf acc = load(src + ch);
+          for (int64_t r = 0; r < kh; ++r)
+            for (int64_t s = 0; s < kw; ++s) {
+              if (!r && !s) continue;
+              const vf t = load(src + r * xh + s * xw + ch);
+              acc = is_max ? max_v(acc, t) : acc + t;
             }
-          }
-        if (!is_max)
-          for (int64_t ch = 0; ch < c; ++ch) dst[ch] *= inv;
+          store(dst + ch, is_max ? acc : acc * inv);
+        }
+        for (; ch < c; ++ch) {
+          float acc = src[ch];
+          for (int64_t r = 0; r < kh; ++r)
+            for (int64_t s = 0; s < kw; ++s) {
+              if (!r && !s) continue;
+              const float t = src[r * xh + s * xw + ch];
+              acc = is_max ? (t > acc ? t : acc) : acc + t;
+            }
+          dst[ch] = is_max ? acc : acc * inv;
+        }
       }
 }

@@ -57,7 +57,8 @@ class DirectConv:
     self.nbytes = self.weight.nbytes + self.bias.nbytes + (
         0 if self.scale is None else self.scale.nbytes)
 
-  def jobs(self, padded, dst, stride, *, add=None, relu, workers):
+  def jobs(self, padded, dst, stride, *, add=None, relu, workers,
+           min_job_macs=None):
     """The parameter blocks of one call: (jobs, fields) int64.
 
     Args:
@@ -69,6 +70,9 @@ class DirectConv:
         channels, or None.
       relu: apply ReLU last.
       workers: threads of the team; the work is cut for them.
+      min_job_macs: the smallest job worth a hand-off (default
+        ``MIN_JOB_MACS``); a layer bound by reading its weights (one
+        pixel) wants smaller ones.
     """
     kh, kw, channels, out = self.shape
     batch, oh, ow, _ = dst.shape
@@ -81,7 +85,8 @@ class DirectConv:
     blocks = self.weight.shape[0]
     macs = pixels * kh * kw * channels * out
     wanted = 1 if workers <= 1 else max(
-        1, min(JOBS_PER_WORKER * workers, macs // MIN_JOB_MACS))
+        1, min(JOBS_PER_WORKER * workers,
+               macs // (min_job_macs or MIN_JOB_MACS)))
     # Channel blocks first where pixels are few (each job then reads only
     # its share of the weights), pixel ranges of whole MR blocks else.
     pixel_parts = max(1, min(-(-wanted // blocks),

@@ -26,6 +26,9 @@ MIN_PARALLEL_MACS = 2 << 20
 # output channels instead, in blocks of whole cache lines.
 MIN_ROWS_PER_WORKER = 128
 COLUMN_ALIGN = 16
+# An fc job's multiply-adds: enough to split the student's 590 k-weight
+# embedding over both threads, which reading its weights bounds.
+FC_MIN_JOB_MACS = 1 << 16
 # F(4×4) tiles in a call below which the direct kernel runs instead.
 WINOGRAD_MIN_TILES = 32
 
@@ -269,13 +272,27 @@ class FcStep(Step):
     self.output, self.shape = out_shape
     self.relu = relu
     n_in, n_out = spec["in"], spec["out"]
-    if spec["storage"] == "dense":
+    self.direct = None
+    if spec["storage"] == "dense" and ex.native is not None:
+      # A 1×1 conv on one pixel, on the direct kernel: both threads take
+      # output-channel blocks, and an fp16 blob's weights stay fp16 (half
+      # the bytes of the student's 2.4 MB spatial embedding).
+      stored = blob.array(key, "kernel")
+      half = stored.dtype == np.float16
+      bias = (np.array(blob.array(key, "bias"), np.float32) if spec["bias"]
+              else np.zeros(n_out, np.float32))
+      self.direct = direct_conv.DirectConv(
+          ex.native, np.asarray(stored).reshape(1, 1, n_in, n_out), bias,
+          half=half)
+      self.weight = self.direct.weight
+    elif spec["storage"] == "dense":
       self.weight = np.array(blob.array(key, "kernel"), np.float32)
     else:
       self.weight = sparse.make_csr(
           *(blob.array(key, f) for f in ("indptr", "indices", "data")),
           n_in, backend=ex.sparse_backend, pool=ex.pool, threads=ex.threads)
-    self.bias = (np.array(blob.array(key, "bias"), np.float32)
+    self.bias = (self.direct.bias if self.direct is not None
+                 else np.array(blob.array(key, "bias"), np.float32)
                  if spec["bias"] else None)
     self.n_in = n_in
 
@@ -285,6 +302,18 @@ class FcStep(Step):
     x = (source.reshape(batch, self.n_in) if source.flags.c_contiguous
          else np.zeros((batch, self.n_in), np.float32))
     dst = _interior(ex, self.output)
+    if self.direct is not None:
+      run = self.direct.runner(self.direct.jobs(
+          x.reshape(batch, 1, 1, self.n_in),
+          dst.reshape(batch, 1, 1, dst.shape[-1]), (1, 1), relu=self.relu,
+          workers=ex.threads, min_job_macs=FC_MIN_JOB_MACS))
+      if source.flags.c_contiguous:
+        return run
+
+      def gather_then_run():
+        np.copyto(x.reshape(source.shape), source)
+        run()
+      return gather_then_run
     weight, bias, relu = self.weight, self.bias, self.relu
 
     def run():
