@@ -12,8 +12,12 @@ README.md, "dlib's face ResNet").
 
 import numpy as np
 
-# A job below this many multiply-adds is not split further (~3 µs).
-MIN_JOB_MACS = 1 << 20
+# A job below this many multiply-adds is not split further (~2.5 µs at
+# one core's rate). Swept at batch 1 on 2 cores, round-robin (2026-12-04,
+# benchmarks/README.md): from 1 M to 256 k the student went from 437 to
+# 369 µs a face (median; its 1.7 M-MAC conv1 was one job) and the ResNet
+# from 1.84 to 1.73 ms; batch 8 was level.
+MIN_JOB_MACS = 1 << 18
 JOBS_PER_WORKER = 4  # Finer than one each: a busy core takes fewer.
 OP_CONV = 0  # The job's last field (kernel_simd.h): a direct conv.
 
