@@ -274,3 +274,32 @@ def test_winograd_choice_and_refusals(library):
     winograd.WinogradConv(library, np.zeros((3, 3, lanes, nr + 1),
                                             np.float32),
                           np.zeros(nr + 1, np.float32), 4)
+
+
+def test_program_of_fill_and_pool_jobs(library):
+  """conv_program runs its steps in order: zero fills of strided views,
+  then a max pool reading what they left, as one C call."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.executor import team
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((2, 9, 9, 20)).astype(np.float32)
+  expected = x.astype(np.float64)
+  parts = [x[:, :2], x[:, :, 7:], x[1:, 3:5, 1:4]]
+  expected[:, :2] = 0
+  expected[:, :, 7:] = 0
+  expected[1:, 3:5, 1:4] = 0
+  fills = team.fill_jobs(library, parts)
+  y = np.full((2, 4, 4, 20), np.nan, np.float32)
+  elem = lambda a: [s // 4 for s in a.strides[:3]]
+  pool = team.pool_jobs(library, (x.ctypes.data, *elem(x), 2, 4, 4, 20, 3, 3,
+                                  2, 2, 1, y.ctypes.data, *elem(y)))
+  row = fills.shape[1] * 8
+  table = np.array([(fills.ctypes.data + i * row, 1) for i in range(3)]
+                   + [(pool.ctypes.data, 1)], np.int64)
+  library.conv_program(table.ctypes.data, len(table))
+  np.testing.assert_array_equal(x, expected.astype(np.float32))
+  taps = np.stack([expected[:, i:i + 7:2, j:j + 7:2]
+                   for i in range(3) for j in range(3)])
+  np.testing.assert_array_equal(y, taps.max(0).astype(np.float32))
+  with pytest.raises(ValueError, match="contiguous channels"):
+    team.fill_jobs(library, [x[..., ::2]])

@@ -362,3 +362,27 @@ def test_concat_in_place_keeps_its_zero_border(tmp_path, conv):
     np.testing.assert_allclose(ex.forward(x.astype(np.float32)), expected,
                                rtol=1e-4, atol=1e-4)
   ex.close()
+
+
+def test_merged_program_equals_step_by_step(small, tmp_path):
+  """With every step a team job, the student's forward is one C call
+  (team.merge: borders as fill jobs); it gives the step-by-step outputs
+  bit for bit, at batch 3 and 1, on used buffers."""
+  _, params, _, centred, _ = small
+  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
+  path = str(tmp_path / "s.fjx")
+  graph_export.export_graph(path, graph, precision="fp16")
+  merged, single = (graph_network.GraphExecutor(
+      blob_lib.open_blob(path), threads=2, merge_steps=m) for m in (True,
+                                                                    False))
+  expected = reference(params, centred)
+  for images in (centred, centred[2:], centred):
+    out = merged.forward(images)
+    np.testing.assert_array_equal(out, single.forward(images))
+    scale = np.abs(expected).max()
+    assert np.abs(out - expected[-len(images):]).max() < 1e-2 * scale
+  if merged.native is not None:  # Team run, global average (NumPy), team.
+    assert len(merged.program) == 3 and len(single.program) == len(
+        single.steps) == 30
+  merged.close()
+  single.close()

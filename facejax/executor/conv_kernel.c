@@ -232,10 +232,35 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+void pool_direct(const float *x, int64_t xn, int64_t xh, int64_t xw,
+                 int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                 int64_t kw, int64_t sh, int64_t sw, int64_t is_max,
+                 float *y, int64_t yn, int64_t yh, int64_t yw);
+
+/* A pool as a job: pool_direct's 17 arguments, in order. */
+static void pool_job(const int64_t *p) {
+  pool_direct((const float *)p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+              p[8], p[9], p[10], p[11], p[12], (float *)p[13], p[14], p[15],
+              p[16]);
+}
+
+/* Zeros a float (n, h, w, c) region, channels contiguous, element strides
+ * (n, h, w): x, n, h, w, c, sn, sh, sw. */
+static void fill_job(const int64_t *p) {
+  float *x = (float *)p[0];
+  for (int64_t b = 0; b < p[1]; ++b)
+    for (int64_t i = 0; i < p[2]; ++i)
+      for (int64_t j = 0; j < p[3]; ++j)
+        memset(x + b * p[5] + i * p[6] + j * p[7], 0,
+               (size_t)p[4] * sizeof(float));
+}
+
 static void run_job(const int64_t *p) {
   switch (p[P_OP]) {
     case FJ_OP_WINO_INPUT: wino_input(p); break;
     case FJ_OP_WINO_OUTPUT: wino_output(p); break;
+    case FJ_OP_POOL: pool_job(p); break;
+    case FJ_OP_FILL: fill_job(p); break;
     default: conv_direct(p); break;
   }
 }
@@ -319,6 +344,14 @@ void conv_run(const int64_t *jobs, int64_t njobs) {
   drain(gen);
   for (int spins = 0; atomic_load(&team_done) < njobs;)
     if (++spins % 1024) cpu_relax(); else sched_yield();
+}
+
+/* Runs a program: ``nsteps`` team calls in order, step i being the
+ * ``steps[2i + 1]`` jobs at address ``steps[2i]``. One C call for a run of
+ * the executor's steps, so no Python runs between them. */
+void conv_program(const int64_t *steps, int64_t nsteps) {
+  for (int64_t i = 0; i < nsteps; ++i)
+    conv_run((const int64_t *)steps[2 * i], steps[2 * i + 1]);
 }
 
 /* ---- Max and average pooling without padding --------------------------

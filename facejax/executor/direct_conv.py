@@ -127,4 +127,5 @@ class DirectConv:
     def call(jobs=jobs):  # The default holds the array.
       del jobs
       run(pointer, count)
+    call.segments = [(pointer, count)]  # For team.merge.
     return call

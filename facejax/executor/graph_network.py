@@ -30,6 +30,7 @@ import numpy as np
 from facejax.executor import blas
 from facejax.executor import graph_manifest
 from facejax.executor import graph_steps as steps_lib
+from facejax.executor import team
 
 
 class GraphExecutor:
@@ -43,10 +44,13 @@ class GraphExecutor:
     weight_bytes: bytes of the weights as held for computing.
     activation_bytes: bytes of tensor buffers and scratch at the
       allocated batch.
+    aliases: conv outputs written in place into a concat's output.
+    merge_steps: consecutive steps that are only C team jobs run as one
+      call (team.merge); False runs each from Python, as before.
   """
 
   def __init__(self, blob, *, device="cpu", threads=2, tile_bytes=None,
-               sparse_backend="auto", conv="auto"):
+               sparse_backend="auto", conv="auto", merge_steps=True):
     if blob.version != 2:
       raise ValueError(f"{blob.path}: a version-{blob.version} blob; "
                        "network.Executor runs it")
@@ -68,6 +72,7 @@ class GraphExecutor:
     self.mean = np.array(blob.mean_image, np.float32)
     self.tile_bytes = tile_bytes or steps_lib.DEFAULT_TILE_BYTES
     self.sparse_backend = sparse_backend
+    self.merge_steps = merge_steps
     self.threads = threads
     self.pool = (concurrent.futures.ThreadPoolExecutor(threads)
                  if threads > 1 else None)
@@ -224,6 +229,8 @@ class GraphExecutor:
     # tensor is written, every call.
     self.program = [(border, step.bind(self, batch))
                     for border, step in zip(borders, self.steps)]
+    if self.native is not None and self.merge_steps:
+      self.program = team.merge(self.native, self.program)
     self.batch = batch
     self.activation_bytes = sum(a.nbytes for a in arenas) + sum(
         c.nbytes + o.nbytes for c, o in self.scratch)

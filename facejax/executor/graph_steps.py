@@ -16,6 +16,7 @@ from facejax.executor import conv as conv_lib
 from facejax.executor import direct_conv
 from facejax.executor import graph_manifest
 from facejax.executor import sparse
+from facejax.executor import team
 from facejax.executor import winograd
 
 DEFAULT_TILE_BYTES = 4 << 20
@@ -364,8 +365,14 @@ class PoolStep(Step):
       args = (x.ctypes.data, *(s // 4 for s in x.strides[:3]), batch, h, w,
               x.shape[3], kh, kw, sh, sw, int(is_max), dst.ctypes.data,
               *(s // 4 for s in dst.strides[:3]))
-      pool = ex.native.pool_direct
-      return lambda: pool(*args)
+      jobs = team.pool_jobs(ex.native, args)
+      pointer, run_jobs = jobs.ctypes.data, ex.native.conv_run
+
+      def pool(jobs=jobs):  # The default holds the array.
+        del jobs
+        run_jobs(pointer, 1)
+      pool.segments = [(pointer, 1)]  # For team.merge.
+      return pool
     taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
     combine = np.maximum if is_max else np.add

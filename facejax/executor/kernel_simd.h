@@ -64,7 +64,8 @@ static inline vf relu_v(vf v) {
 /* A team job is FJ_JOB_FIELDS int64; the last one says what it is. */
 #define FJ_JOB_FIELDS 40
 #define FJ_JOB_OP (FJ_JOB_FIELDS - 1)
-enum { FJ_OP_CONV, FJ_OP_WINO_INPUT, FJ_OP_WINO_OUTPUT };
+enum { FJ_OP_CONV, FJ_OP_WINO_INPUT, FJ_OP_WINO_OUTPUT, FJ_OP_POOL,
+       FJ_OP_FILL };
 
 void conv_direct(const int64_t *p);
 void wino_input(const int64_t *p);

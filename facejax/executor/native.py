@@ -140,6 +140,8 @@ def declare(lib: ctypes.CDLL) -> None:
     getattr(lib, symbol).restype = None
   lib.conv_run.argtypes = [pointer, size]
   lib.conv_run.restype = None
+  lib.conv_program.argtypes = [pointer, size]
+  lib.conv_program.restype = None
   lib.conv_team.argtypes = [size]
   lib.pool_direct.argtypes = [pointer] + [size] * 12 + [pointer] + [size] * 3
   lib.pool_direct.restype = None

@@ -246,4 +246,5 @@ class WinogradConv:
       del calls
       for pointer, count in steps:
         run(pointer, count)
+    call.segments = steps  # For team.merge.
     return call

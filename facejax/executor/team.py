@@ -1,0 +1,83 @@
+"""Programs for the C thread team (conv_kernel.c): runs of steps in one call.
+
+A step of the graph executor that is only team jobs (a direct or Winograd
+conv, an fc on the direct kernel, a pool) says so by the ``segments`` of
+its call: (address of an int64 job array, job count) pairs, one team call
+each. ``merge`` joins consecutive such steps, and the zero borders written
+before them (as fill jobs), into one ``conv_program`` call, so no Python
+runs between them. On the SqueezeNet student a step cost about 1.5 µs of
+Python, ctypes and hand-off before its work (benchmarks/README.md, issue
+12, session 10).
+"""
+
+import numpy as np
+
+# Job kinds after the conv kernels' (kernel_simd.h: FJ_OP_POOL, FJ_OP_FILL).
+OP_POOL = 3
+OP_FILL = 4
+
+
+def _job(lib, values, op):
+  fields = int(lib.conv_fields())
+  row = np.zeros((1, fields), np.int64)
+  row[0, :len(values)] = values
+  row[0, -1] = op
+  return row
+
+
+def pool_jobs(lib, args):
+  """One job running ``pool_direct(*args)`` (its 17 arguments)."""
+  return _job(lib, args, OP_POOL)
+
+
+def fill_jobs(lib, parts):
+  """One job per float32 NHWC view (channels contiguous) that zeroes it."""
+  rows = []
+  for view in parts:
+    if view.dtype != np.float32 or view.ndim != 4 or view.strides[3] != 4:
+      raise ValueError("fill: float32 (N, H, W, C) views with contiguous "
+                       "channels only")
+    rows.append(_job(lib, [view.ctypes.data, *view.shape,
+                           *(s // 4 for s in view.strides[:3])], OP_FILL))
+  return np.concatenate(rows) if rows else np.zeros((0, 1), np.int64)
+
+
+def merge(lib, program):
+  """(border views, call) pairs -> the same work, team runs merged.
+
+  A border before a team step becomes fill jobs (one team call per view,
+  run by the caller alone, as one job), so the whole run is one
+  ``conv_program`` call. Steps without ``segments`` keep their Python.
+  """
+  merged, pending, keep = [], [], []
+
+  def flush():
+    if not pending:
+      return
+    table = np.array(pending, np.int64).reshape(-1)
+    count, held = len(pending), list(keep)
+    program_call = lib.conv_program
+
+    def run(table=table, held=held):
+      del held
+      program_call(table.ctypes.data, count)
+    merged.append(([], run))
+    pending.clear()
+    keep.clear()
+
+  for border, call in program:
+    segments = getattr(call, "segments", None)
+    if segments is None:
+      flush()
+      merged.append((border, call))
+      continue
+    if border:
+      fills = fill_jobs(lib, border)
+      keep.append(fills)
+      row_bytes = fills.shape[1] * fills.itemsize
+      pending.extend((fills.ctypes.data + i * row_bytes, 1)
+                     for i in range(len(fills)))
+    keep.append(call)  # Holds the step's own job arrays.
+    pending.extend(segments)
+  flush()
+  return merged
