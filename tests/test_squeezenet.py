@@ -386,3 +386,30 @@ def test_merged_program_equals_step_by_step(small, tmp_path):
         single.steps) == 30
   merged.close()
   single.close()
+
+
+def test_pools_split_into_row_jobs(small, tmp_path, monkeypatch):
+  """Pools as many team jobs of output rows, cut across image boundaries
+  (batch 3), give the float64 outputs."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.executor import graph_steps
+  monkeypatch.setattr(graph_steps, "MIN_POOL_JOB", 1)
+  monkeypatch.setattr(graph_steps, "JOBS_PER_THREAD", 5)
+  assert list(graph_steps._rows_of_one_image([0, 7, 15, 22], 11)) == [
+      (0, 7), (7, 11), (11, 15), (15, 22)]
+  _, params, _, centred, _ = small
+  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
+  path = str(tmp_path / "s.fjx")
+  graph_export.export_graph(path, graph, precision="fp32")
+  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                   merge_steps=False)
+  if ex.native is not None:
+    ex.forward(centred)
+    jobs = [run.segments[0][1] for step, (_, run) in zip(ex.steps,
+                                                         ex.program)
+            if type(step).__name__ == "PoolStep"]
+    # 10 parts of 33, 15 and 6 rows, split again where an image ends.
+    assert jobs == [12, 11, 6]
+  np.testing.assert_allclose(ex.forward(centred), reference(params, centred),
+                             rtol=1e-4, atol=1e-5)
+  ex.close()

@@ -30,6 +30,10 @@ COLUMN_ALIGN = 16
 # An fc job's multiply-adds: enough to split the student's 590 k-weight
 # embedding over both threads, which reading its weights bounds.
 FC_MIN_JOB_MACS = 1 << 16
+# Pools: window-element reads per job below which one is not split off
+# (~5 µs), and jobs per thread.
+MIN_POOL_JOB = 1 << 17
+JOBS_PER_THREAD = 2
 # F(4×4) tiles in a call below which the direct kernel runs instead.
 WINOGRAD_MIN_TILES = 32
 
@@ -361,17 +365,26 @@ class PoolStep(Step):
       inverse_count = (1 / count)[:, :, None].astype(np.float32)
     if ex.native is not None and not (ph or pw) and (
         x.strides[3] == dst.strides[3] == 4):
-      # One pass in C (conv_kernel.c) instead of one per window tap.
-      args = (x.ctypes.data, *(s // 4 for s in x.strides[:3]), batch, h, w,
-              x.shape[3], kh, kw, sh, sw, int(is_max), dst.ctypes.data,
-              *(s // 4 for s in dst.strides[:3]))
-      jobs = team.pool_jobs(ex.native, args)
-      pointer, run_jobs = jobs.ctypes.data, ex.native.conv_run
+      # One pass in C (conv_kernel.c) instead of one per window tap, as
+      # team jobs of whole output rows when there is work for several.
+      xs = [s // 4 for s in x.strides[:3]]
+      ys = [s // 4 for s in dst.strides[:3]]
+      work = batch * h * w * x.shape[3] * kh * kw
+      parts = max(1, min(JOBS_PER_THREAD * ex.threads, batch * h,
+                         work // MIN_POOL_JOB))
+      cuts = np.linspace(0, batch * h, parts + 1).round().astype(int)
+      jobs = np.concatenate([team.pool_jobs(ex.native, (
+          x.ctypes.data + 4 * (r0 // h * xs[0] + r0 % h * sh * xs[1]),
+          *xs, 1, r1 - r0, w, x.shape[3], kh, kw, sh, sw, int(is_max),
+          dst.ctypes.data + 4 * (r0 // h * ys[0] + r0 % h * ys[1]), *ys))
+          for r0, r1 in _rows_of_one_image(cuts, h)])
+      pointer, count = jobs.ctypes.data, len(jobs)
+      run_jobs = ex.native.conv_run
 
       def pool(jobs=jobs):  # The default holds the array.
         del jobs
-        run_jobs(pointer, 1)
-      pool.segments = [(pointer, 1)]  # For team.merge.
+        run_jobs(pointer, count)
+      pool.segments = [(pointer, count)]  # For team.merge.
       return pool
     taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
@@ -387,6 +400,16 @@ class PoolStep(Step):
       if not is_max:
         np.multiply(dst, inverse_count, out=dst)
     return run
+
+
+def _rows_of_one_image(cuts, h):
+  """Ranges of flat (image, row) indices from ``cuts``, each split where
+  it crosses from one image to the next (a pool job covers one image)."""
+  for r0, r1 in zip(cuts[:-1], cuts[1:]):
+    while r0 < r1:
+      end = min(r1, (r0 // h + 1) * h)
+      yield int(r0), int(end)
+      r0 = end
 
 
 class AddStep(Step):
