@@ -215,6 +215,7 @@ static pthread_cond_t team_wake = PTHREAD_COND_INITIALIZER;
 static _Atomic uint64_t team_ticket; /* gen << 32 | njobs << 16 | next */
 static _Atomic int64_t team_done;
 static _Atomic int team_sleepers;
+static _Atomic uint64_t team_wakes; /* conv_team_wake calls */
 static const int64_t *_Atomic team_jobs;
 static int team_helpers;
 
@@ -291,11 +292,14 @@ static void *helper(void *unused) {
         since = t;
       } else if (t - since > FJ_SPIN_NS) {
         pthread_mutex_lock(&team_lock);
+        const uint64_t wakes = atomic_load(&team_wakes);
         atomic_fetch_add(&team_sleepers, 1);
-        while ((atomic_load(&team_ticket) >> 32) == seen)
+        while ((atomic_load(&team_ticket) >> 32) == seen &&
+               atomic_load(&team_wakes) == wakes)
           pthread_cond_wait(&team_wake, &team_lock);
         atomic_fetch_sub(&team_sleepers, 1);
         pthread_mutex_unlock(&team_lock);
+        since = 0; /* Woken early (conv_team_wake): spin again. */
       }
     }
     seen = atomic_load(&team_ticket) >> 32;
@@ -323,6 +327,17 @@ int64_t conv_team(int64_t threads) {
   const int64_t helpers = team_helpers;
   pthread_mutex_unlock(&team_lock);
   return helpers;
+}
+
+/* Wakes sleeping helpers ahead of work (a forward pass about to start),
+ * so the futex wake-up overlaps the caller's own preparation; they spin
+ * for up to FJ_SPIN_NS again. */
+void conv_team_wake(void) {
+  if (!atomic_load(&team_sleepers)) return;
+  pthread_mutex_lock(&team_lock);
+  atomic_fetch_add(&team_wakes, 1);
+  pthread_cond_broadcast(&team_wake);
+  pthread_mutex_unlock(&team_lock);
 }
 
 /* Runs ``njobs`` parameter blocks (njobs < 65536) on the team and the

@@ -89,6 +89,8 @@ class GraphExecutor:
       except native.NativeUnavailable:
         if conv != "auto":
           raise
+    self.wake = (self.native.conv_team_wake
+                 if self.native is not None and threads > 1 else None)
     # Winograd (graph_steps.ConvStep) where a 3×3 layer's shape suits it.
     self.conv = ("im2col" if self.native is None else
                  "direct" if conv == "direct" else "winograd")
@@ -268,6 +270,8 @@ class GraphExecutor:
       raise ValueError(f"images: shape {images.shape}, expected "
                        f"(N, {self.height}, {self.width}, {self.channels})")
     batch = images.shape[0]
+    if self.wake is not None:  # Helpers asleep since the last call.
+      self.wake()
     if batch != self.batch:
       self._allocate(batch)
     for part in self._border(self.input_name):

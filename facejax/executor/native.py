@@ -142,6 +142,8 @@ def declare(lib: ctypes.CDLL) -> None:
   lib.conv_run.restype = None
   lib.conv_program.argtypes = [pointer, size]
   lib.conv_program.restype = None
+  lib.conv_team_wake.argtypes = []
+  lib.conv_team_wake.restype = None
   lib.conv_team.argtypes = [size]
   lib.pool_direct.argtypes = [pointer] + [size] * 12 + [pointer] + [size] * 3
   lib.pool_direct.restype = None
