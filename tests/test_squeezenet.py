@@ -7,6 +7,7 @@ executor.
 """
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +175,16 @@ def _executor(tmp_path, graph, **options):
   return graph_network.make_executor(blob, threads=1), encoded, path
 
 
+def _student(tmp_path, params, precision="fp32", **options):
+  """The small student as a version-2 blob in a 2-thread GraphExecutor."""
+  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
+  path = str(tmp_path / f"student_{precision}.fjx")
+  if not os.path.exists(path):
+    graph_export.export_graph(path, graph, precision=precision)
+  return graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
+                                     **options)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_executor_matches_flax(small, tmp_path, threads):
   _, params, raw, centred, out = small
@@ -306,11 +317,7 @@ def test_fire_expands_write_into_the_concat(small, tmp_path, conv):
   """No concat copies: each fire's expands fill their channel ranges of the
   fire's output, on every conv path, and the output stays the float64 one."""
   _, params, _, centred, _ = small
-  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
-  path = str(tmp_path / "s.fjx")
-  graph_export.export_graph(path, graph, precision="fp32")
-  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
-                                   conv=conv)
+  ex = _student(tmp_path, params, conv=conv)
   assert not [s for s in ex.steps if type(s).__name__ == "ConcatStep"]
   assert sorted(ex.aliases) == sorted(
       f"fire{n}/expand{k}/relu" for n in range(2, 10)
@@ -369,12 +376,8 @@ def test_merged_program_equals_step_by_step(small, tmp_path):
   (team.merge: borders as fill jobs); it gives the step-by-step outputs
   bit for bit, at batch 3 and 1, on used buffers."""
   _, params, _, centred, _ = small
-  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
-  path = str(tmp_path / "s.fjx")
-  graph_export.export_graph(path, graph, precision="fp16")
-  merged, single = (graph_network.GraphExecutor(
-      blob_lib.open_blob(path), threads=2, merge_steps=m) for m in (True,
-                                                                    False))
+  merged, single = (_student(tmp_path, params, "fp16", merge_steps=m)
+                    for m in (True, False))
   expected = reference(params, centred)
   for images in (centred, centred[2:], centred):
     out = merged.forward(images)
@@ -398,11 +401,7 @@ def test_pools_split_into_row_jobs(small, tmp_path, monkeypatch):
   assert list(graph_steps._rows_of_one_image([0, 7, 15, 22], 11)) == [
       (0, 7), (7, 11), (11, 15), (15, 22)]
   _, params, _, centred, _ = small
-  graph = squeezenet.lower(params, mean_rgb=MEAN, input_size=SIZE)
-  path = str(tmp_path / "s.fjx")
-  graph_export.export_graph(path, graph, precision="fp32")
-  ex = graph_network.GraphExecutor(blob_lib.open_blob(path), threads=2,
-                                   merge_steps=False)
+  ex = _student(tmp_path, params, merge_steps=False)
   if ex.native is not None:
     ex.forward(centred)
     jobs = [run.segments[0][1] for step, (_, run) in zip(ex.steps,
