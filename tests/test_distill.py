@@ -204,6 +204,11 @@ def test_config_variants():
     assert config.teacher.path is None and config.eval.root is None
   assert _config("labels").loss.hard_label == 1.0
   assert _config("labels").teacher.kind == "none"
+  both = _config("relational_labels").loss
+  assert (both.embedding_relational, both.hard_label, both.embedding_l2,
+          both.targets) == (100.0, 1.0, 0.0, "raw")
+  # Labels alone: no teacher term, whatever the loss variant.
+  assert _config("relational_labels,labels").loss.embedding_relational == 0
   with pytest.raises(config_lib.ConfigError, match="classifier teacher"):
     _config("kd")
   with pytest.raises(config_lib.ConfigError, match="unknown config variant"):
@@ -510,6 +515,21 @@ def test_labels_then_soft_logits(tmp_path):
   bundle = checkpoint.restore_for_export(workdir)
   assert bundle.params["head"]["kernel"].shape == (128, 4)
   assert jax.tree.leaves(bundle.params)
+
+
+def test_relational_with_labels_trains_both_terms(tmp_path):
+  config, workdir = _smoke(tmp_path, "relational_labels,smoke", "rl")
+  config.eval.teacher = False
+  results = run.run(config, workdir)
+  assert results["step"] == 6
+  rows = [r for r in _metrics(workdir) if r["split"] == "train"]
+  assert {"embedding_relational", "hard_label", "loss"} <= set(rows[-1])
+  last = rows[-1]
+  np.testing.assert_allclose(
+      last["loss"], 100 * last["embedding_relational"] + last["hard_label"],
+      rtol=1e-5)
+  bundle = checkpoint.restore_for_export(workdir)
+  assert bundle.params["head"]["kernel"].shape == (128, 4)
 
 
 def _metrics(workdir):
