@@ -74,8 +74,8 @@ verification; labels for the same time (4,411 steps) 92.5 %, 91.2 %,
 labels there, and both stay 6–7 points behind the teacher.
 
 ``--loss relational_labels --hard_label 1 --workdir_root
-workdirs/distill_rl`` (``--hard_label`` now defaults to the variant's own) (2026-12-04, the executor after issue 12's session
-10): the teacher 2.85 ms, 93.8 %, 97.5 %, 85.5 %; distances (weight 100)
+workdirs/distill_rl`` (2026-12-04, the executor after issue 12's session
+10; ``--hard_label`` now defaults to the variant's own): the teacher 2.85 ms, 93.8 %, 97.5 %, 85.5 %; distances (weight 100)
 and the sources' labels together 0.38 ms (7.5×), 95.0 % on the split,
 96.8 % leave-one-out, 84.2 % verification; labels alone for the same time
 (4,367 steps) 93.8 %, 90.8 %, 83.9 %; pruned 0.56 ms, 96.2 %, 96.2 %,

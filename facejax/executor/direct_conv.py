@@ -12,6 +12,8 @@ README.md, "dlib's face ResNet").
 
 import numpy as np
 
+from facejax.executor import team
+
 # A job below this many multiply-adds is not split further (~2.5 µs at
 # one core's rate). Swept at batch 1 on 2 cores, round-robin (2026-12-04,
 # benchmarks/README.md): from 1 M to 256 k the student went from 437 to
@@ -122,10 +124,4 @@ class DirectConv:
 
   def runner(self, jobs):
     """The call that runs ``jobs`` on the team (keeps them alive)."""
-    run, pointer, count = self.lib.conv_run, jobs.ctypes.data, len(jobs)
-
-    def call(jobs=jobs):  # The default holds the array.
-      del jobs
-      run(pointer, count)
-    call.segments = [(pointer, count)]  # For team.merge.
-    return call
+    return team.runner(self.lib, [jobs])

@@ -378,14 +378,7 @@ class PoolStep(Step):
           *xs, 1, r1 - r0, w, x.shape[3], kh, kw, sh, sw, int(is_max),
           dst.ctypes.data + 4 * (r0 // h * ys[0] + r0 % h * ys[1]), *ys))
           for r0, r1 in _rows_of_one_image(cuts, h)])
-      pointer, count = jobs.ctypes.data, len(jobs)
-      run_jobs = ex.native.conv_run
-
-      def pool(jobs=jobs):  # The default holds the array.
-        del jobs
-        run_jobs(pointer, count)
-      pool.segments = [(pointer, count)]  # For team.merge.
-      return pool
+      return team.runner(ex.native, [jobs])
     taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
     combine = np.maximum if is_max else np.add

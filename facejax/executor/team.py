@@ -42,6 +42,20 @@ def fill_jobs(lib, parts):
   return np.concatenate(rows) if rows else np.zeros((0, 1), np.int64)
 
 
+def runner(lib, job_arrays):
+  """The call that runs each int64 job array in turn on the team, one team
+  call each, holding the arrays; its ``segments`` are for ``merge``."""
+  run = lib.conv_run
+  segments = [(jobs.ctypes.data, len(jobs)) for jobs in job_arrays]
+
+  def call(held=tuple(job_arrays)):  # The default holds the arrays.
+    del held
+    for pointer, count in segments:
+      run(pointer, count)
+  call.segments = segments
+  return call
+
+
 def merge(lib, program):
   """(border views, call) pairs -> the same work, team runs merged.
 

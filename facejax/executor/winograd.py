@@ -32,6 +32,8 @@ graph_steps.py and ``choose_graph_tile``):
 
 import numpy as np
 
+from facejax.executor import team
+
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
 FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias scale "
           "relu pool y yn yh yw ih iw oh ow add an ah aw addc").split()
@@ -239,12 +241,4 @@ class WinogradConv:
 
   def runner(self, calls):
     """The call that runs ``calls`` (from ``jobs``) on the team."""
-    run = self.lib.conv_run
-    steps = [(jobs.ctypes.data, len(jobs)) for pair in calls for jobs in pair]
-
-    def call(calls=calls):  # The default holds the arrays.
-      del calls
-      for pointer, count in steps:
-        run(pointer, count)
-    call.segments = steps  # For team.merge.
-    return call
+    return team.runner(self.lib, [jobs for pair in calls for jobs in pair])
