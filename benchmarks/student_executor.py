@@ -95,7 +95,10 @@ def main(argv=None):
   parser.add_argument("--out-dir", default="/tmp/facejax_student")
   args = parser.parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
-  graph, source = student_graph(args.workdir)
+  try:
+    graph, source = student_graph(args.workdir)
+  except (OSError, ValueError, KeyError) as e:
+    parser.error(f"--workdir {args.workdir}: {e}")
   executors = {}
   for precision in ("fp32", "fp16"):
     path = os.path.join(args.out_dir, f"student_{precision}.fjx")
