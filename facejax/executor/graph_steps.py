@@ -34,8 +34,6 @@ FC_MIN_JOB_MACS = 1 << 16
 # (~5 µs), and jobs per thread.
 MIN_POOL_JOB = 1 << 17
 JOBS_PER_THREAD = 2
-# F(4×4) tiles in a call below which the direct kernel runs instead.
-WINOGRAD_MIN_TILES = 32
 
 
 class Step:
@@ -103,7 +101,12 @@ class ConvStep(Step):
         self.direct = direct_conv.DirectConv(
             ex.native, kernel4, bias.astype(np.float32), half=half,
             scale=kernel_scale)
-      if tile:  # Both, on the same taps: the batch decides (_winograd_for).
+      # Winograd at every batch where the shape suits it: per layer on the
+      # face ResNet at 2 threads, stage 1 (81 tiles an image) gains 1.3× at
+      # batch 1, stage 2 (25) 1.56× and stage 3 (4) 1.1× (jobs of 16 tiles
+      # or more, winograd.MIN_JOB_TILES; they broke even at 6 tiles a
+      # job), and stages 2–3 1.2–1.7× at batch 8 (benchmarks/README.md).
+      if tile:  # Both, on the same taps: direct_conv packed them.
         self.winograd = winograd.WinogradConv(
             ex.native, kernel4, bias.astype(np.float32), tile,
             packed=self.direct.weight, half=half, scale=self.direct.scale)
@@ -144,20 +147,8 @@ class ConvStep(Step):
       blocks = [(c, min(c + step, n_out)) for c in range(0, n_out, step)]
     return tiles, blocks
 
-  def _winograd_for(self, batch):
-    """Winograd where the batch has enough tiles to pay for its two
-    passes: measured per layer on the face ResNet at 2 threads, stage 1
-    (81 tiles an image) gains 1.3× at batch 1, stages 2–3 (25 and 4)
-    break even there and gain 1.2–1.7× at batch 8 (benchmarks/README.md).
-    """
-    if self.winograd is None:
-      return None
-    m = self.winograd.m
-    tiles = batch * -(-self.shape[0] // m) * -(-self.shape[1] // m)
-    return self.winograd if tiles >= WINOGRAD_MIN_TILES else None
-
   def scratch(self, ex, batch):
-    if self._winograd_for(batch) is not None:  # Its u, in the col buffer.
+    if self.winograd is not None:  # Its u, in the col buffer.
       return self.winograd.scratch_elements(batch, *self.shape[:2],
                                             workers=ex.threads), 1
     if self.direct is not None:
@@ -169,7 +160,7 @@ class ConvStep(Step):
 
   def bind(self, ex, batch):
     padded = ex.padded_input(self.inputs[0], self.padding)
-    if self._winograd_for(batch) is not None:
+    if self.winograd is not None:
       return self.winograd.runner(self.winograd.jobs(
           padded, _interior(ex, self.output), ex.scratch[0][0],
           relu=self.relu, pool=False, workers=ex.threads,

@@ -39,6 +39,12 @@ FIELDS = ("x xn xh xw c th tw m band t t0 t1 u v half k kb0 kb1 bias scale "
           "relu pool y yn yh yw ih iw oh ow add an ah aw addc").split()
 OP_INPUT, OP_OUTPUT = 1, 2  # kernel_simd.h
 JOBS_PER_WORKER = 4
+# A job transforms the weights of its channel blocks for its own tiles:
+# that costs about 3.75/T of its GEMMs for T tiles (F(4×4)), so a job gets
+# 16 tiles or more. Per layer at batch 1 on 2 threads (2026-12-04,
+# benchmarks/README.md, session 11): the ResNet's 17×17×64 conv went from
+# 8 jobs of 6 tiles at 43 µs to 2 of 25 at 30.5 µs (direct: 47.5).
+MIN_JOB_TILES = 16
 # The transformed input of one band, per image up to 4 (each band reads
 # the layer's weights once more: at batch 1 VGG's conv4 and conv5 are one
 # band; at batch 8, 16 MB bands cut conv4_2 from 59 to 45 ms, measured
@@ -148,7 +154,8 @@ class WinogradConv:
     band = max(1, min(tiles, band_bytes // (self.planes * channels * 4)))
     bands = -(-tiles // band)
     band = -(-tiles // bands)
-    tile_parts = max(1, min(-(-wanted // block_parts), band // 2))
+    tile_parts = max(1, min(-(-wanted // block_parts),
+                            band // MIN_JOB_TILES))
     cuts = [(tiles * b // bands, tiles * (b + 1) // bands)
             for b in range(bands)]
     return cuts, tile_parts, block_parts
