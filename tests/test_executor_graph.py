@@ -16,6 +16,7 @@ import pytest
 
 from facejax.executor import blob as blob_lib
 from facejax.executor import graph_network
+from facejax.executor import graph_steps
 from facejax.executor import native
 from facejax.executor import network
 from facejax.export import exporter
@@ -366,8 +367,29 @@ def test_conv_paths_match_float64_reference(small, tmp_path, conv):
     many = np.concatenate([images] * 3)[:8]
     np.testing.assert_allclose(ex.forward(many), np.concatenate(
         [expected] * 3)[:8], atol=1e-5)
+  if conv != "im2col":  # Stage 5's 3×3 on a 1×1 input: the centre alone.
+    centre = [s for s in ex.steps if getattr(s, "tap_origin", (0, 0)) != (0, 0)]
+    assert [(s.shape[:2], s.tap_origin, s.direct.shape[:2])
+            for s in centre] == [((1, 1), (1, 1), (1, 1))]
   np.testing.assert_allclose(ex.forward(images), expected, atol=1e-5)
   np.testing.assert_allclose(ex.forward(images[:1]), expected[:1], atol=1e-5)
+  if conv != "im2col":  # Adds and the global average are team jobs too.
+    assert len(ex.program) == 1
+
+
+@pytest.mark.parametrize("n,k,stride,pad", [(1, 3, 1, 1), (2, 3, 2, 1),
+                                            (4, 3, 2, 0), (3, 5, 1, 2),
+                                            (1, 7, 2, 3), (9, 3, 1, 1)])
+def test_live_taps_are_those_that_read_the_input(n, k, stride, pad):
+  """A tap is live iff some output reads an input element through it:
+  the brute force over a zero-bordered index grid."""
+  o = (n + 2 * pad - k) // stride + 1
+  inside = np.zeros(n + 2 * pad, bool)
+  inside[pad:pad + n] = True
+  reads = [t for t in range(k) if inside[np.arange(o) * stride + t].any()]
+  live = graph_steps.live_taps((n, n), (o, o), (k, k), (stride, stride),
+                               (pad, pad))
+  assert live == [(reads[0], reads[-1] + 1)] * 2
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

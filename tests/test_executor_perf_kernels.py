@@ -303,3 +303,31 @@ def test_program_of_fill_and_pool_jobs(library):
   np.testing.assert_array_equal(y, taps.max(0).astype(np.float32))
   with pytest.raises(ValueError, match="contiguous channels"):
     team.fill_jobs(library, [x[..., ::2]])
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_add_job_zero_extends_either_operand(library, relu):
+  """dlib's add_prev as a team job: each operand zero-extended at the high
+  end of rows, columns and channels to the output, on strided views; NaN
+  passes ReLU as np.maximum lets it."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.executor import team
+  rng = np.random.default_rng(11)
+  a = rng.standard_normal((2, 4, 5, 24)).astype(np.float32)
+  big = rng.standard_normal((2, 4, 4, 40)).astype(np.float32)
+  b = big[:, :3, 1:4, 3:35]  # (2, 3, 3, 32): strided, smaller in h and w.
+  a[0, 1, 2, 5] = np.nan
+  out = np.full((2, 4, 6, 36), 7.0, np.float32)
+  y = out[:, :, :5, :32]
+  team.runner(library, [team.add_jobs(library, y, a[..., :16], b,
+                                      relu=relu)])()
+  expected = np.zeros(y.shape)
+  expected[:, :4, :5, :16] += a[..., :16]
+  expected[:, :3, :3, :32] += b
+  if relu:
+    expected = np.maximum(expected, 0)
+  np.testing.assert_array_equal(y, expected.astype(np.float32))
+  assert np.isnan(y[0, 1, 2, 5])
+  assert (out[:, :, 5:] == 7).all() and (out[..., 32:] == 7).all()
+  with pytest.raises(ValueError, match="does not fit"):
+    team.add_jobs(library, y[:, :2], a, b, relu=relu)

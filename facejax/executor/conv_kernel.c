@@ -256,12 +256,40 @@ static void fill_job(const int64_t *p) {
                (size_t)p[4] * sizeof(float));
 }
 
+/* y = a + b [-> ReLU] over y's (n, h, w, c), each of a and b zero-extended
+ * at the high end of every axis from its own (h, w, c): dlib's add_prev
+ * where the branch and the shortcut differ. y, n, h, w, c, yn, yh, yw;
+ * then per operand x, h, w, c, xn, xh, xw; then relu. Element strides. */
+static void add_job(const int64_t *p) {
+  float *y = (float *)p[0];
+  const int64_t *a = p + 8, *b = p + 15;
+  for (int64_t n = 0; n < p[1]; ++n)
+    for (int64_t i = 0; i < p[2]; ++i)
+      for (int64_t j = 0; j < p[3]; ++j) {
+        float *restrict d = y + n * p[5] + i * p[6] + j * p[7];
+        const float *src[2];
+        int64_t count[2];
+        for (int q = 0; q < 2; ++q) {
+          const int64_t *o = q ? b : a;
+          const int inside = i < o[1] && j < o[2];
+          src[q] = (const float *)o[0] + n * o[4] + i * o[5] + j * o[6];
+          count[q] = inside ? o[3] : 0;
+        }
+        for (int64_t ch = 0; ch < p[4]; ++ch) {
+          float v = (ch < count[0] ? src[0][ch] : 0.0f) +
+                    (ch < count[1] ? src[1][ch] : 0.0f);
+          d[ch] = p[22] && v < 0.0f ? 0.0f : v; /* NaN kept, as np.maximum */
+        }
+      }
+}
+
 static void run_job(const int64_t *p) {
   switch (p[P_OP]) {
     case FJ_OP_WINO_INPUT: wino_input(p); break;
     case FJ_OP_WINO_OUTPUT: wino_output(p); break;
     case FJ_OP_POOL: pool_job(p); break;
     case FJ_OP_FILL: fill_job(p); break;
+    case FJ_OP_ADD: add_job(p); break;
     default: conv_direct(p); break;
   }
 }

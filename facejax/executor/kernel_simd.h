@@ -65,7 +65,7 @@ static inline vf relu_v(vf v) {
 #define FJ_JOB_FIELDS 40
 #define FJ_JOB_OP (FJ_JOB_FIELDS - 1)
 enum { FJ_OP_CONV, FJ_OP_WINO_INPUT, FJ_OP_WINO_OUTPUT, FJ_OP_POOL,
-       FJ_OP_FILL };
+       FJ_OP_FILL, FJ_OP_ADD };
 
 void conv_direct(const int64_t *p);
 void wino_input(const int64_t *p);

@@ -12,9 +12,11 @@ Python, ctypes and hand-off before its work (benchmarks/README.md, issue
 
 import numpy as np
 
-# Job kinds after the conv kernels' (kernel_simd.h: FJ_OP_POOL, FJ_OP_FILL).
+# Job kinds after the conv kernels' (kernel_simd.h: FJ_OP_POOL, FJ_OP_FILL,
+# FJ_OP_ADD).
 OP_POOL = 3
 OP_FILL = 4
+OP_ADD = 5
 
 
 def _job(lib, values, op):
@@ -23,6 +25,13 @@ def _job(lib, values, op):
   row[0, :len(values)] = values
   row[0, -1] = op
   return row
+
+
+def _nhwc(view, what):
+  if view.dtype != np.float32 or view.ndim != 4 or view.strides[3] != 4:
+    raise ValueError(f"{what}: float32 (N, H, W, C) views with contiguous "
+                     "channels only")
+  return view
 
 
 def pool_jobs(lib, args):
@@ -34,12 +43,25 @@ def fill_jobs(lib, parts):
   """One job per float32 NHWC view (channels contiguous) that zeroes it."""
   rows = []
   for view in parts:
-    if view.dtype != np.float32 or view.ndim != 4 or view.strides[3] != 4:
-      raise ValueError("fill: float32 (N, H, W, C) views with contiguous "
-                       "channels only")
+    _nhwc(view, "fill")
     rows.append(_job(lib, [view.ctypes.data, *view.shape,
                            *(s // 4 for s in view.strides[:3])], OP_FILL))
   return np.concatenate(rows) if rows else np.zeros((0, 1), np.int64)
+
+
+def add_jobs(lib, dst, a, b, *, relu):
+  """One job writing ``a + b`` [→ ReLU] into ``dst``, each operand
+  zero-extended at the high end of its axes to dst's shape (N, H, W, C)."""
+  fields = [_nhwc(dst, "add").ctypes.data, *dst.shape,
+            *(s // 4 for s in dst.strides[:3])]
+  for x in (a, b):
+    if x.shape[0] != dst.shape[0] or any(
+        m > n for m, n in zip(x.shape[1:], dst.shape[1:])):
+      raise ValueError(f"add: an operand {x.shape} does not fit the output "
+                       f"{dst.shape}")
+    fields += [_nhwc(x, "add").ctypes.data, *x.shape[1:],
+               *(s // 4 for s in x.strides[:3])]
+  return _job(lib, fields + [int(relu)], OP_ADD)
 
 
 def runner(lib, job_arrays):
