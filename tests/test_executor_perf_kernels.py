@@ -49,19 +49,23 @@ def _reference(x, kernel, bias, stride, add, relu):
 
 
 # (batch, size, in, out, kernel, stride, add channels): the ResNet's
-# layers, widths around the 2-vector block, tails of pixels and channels.
+# layers, widths around the 2-vector block, tails of pixels and channels,
+# the student's squeezes (16 and 48 channels: a 1-vector block).
 CASES = [(1, 37, 3, 32, 7, 2, 0), (2, 35, 32, 32, 3, 1, 32),
          (1, 19, 32, 64, 3, 2, 0), (1, 19, 64, 64, 3, 1, 32),
          (3, 6, 128, 256, 3, 1, 256), (1, 3, 16, 8, 3, 1, 5),
          (2, 9, 7, 40, 3, 1, 20), (1, 5, 5, 3, 1, 1, 0),
-         (1, 3, 256, 256, 3, 2, 0)]
+         (1, 3, 256, 256, 3, 2, 0), (1, 15, 64, 16, 1, 1, 0),
+         (2, 7, 96, 48, 1, 1, 16)]
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("workers,half", [(1, False), (2, False), (2, True)])
-def test_direct_conv_matches_float64(library, case, workers, half):
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_direct_conv_matches_float64(library, case, workers, half, vectors):
   """fp32 weights, or fp16 ones (an fp16 blob's, widened exactly) with a
-  per-channel scale of either sign on the sums (dlib's affine)."""
+  per-channel scale of either sign on the sums (dlib's affine); register
+  blocks of one vector of channels or two."""
   batch, size, c, k, ksize, stride, add_c = case
   rng = np.random.default_rng(size * 31 + k)
   # Inputs inside a bigger buffer: strides that are not the shape's.
@@ -76,8 +80,10 @@ def test_direct_conv_matches_float64(library, case, workers, half):
          if add_c else None)
   scale = rng.uniform(-2, 2, k).astype(np.float32) if half else None
   conv = direct_conv.DirectConv(library, kernel, bias, half=half,
-                                scale=scale)
+                                scale=scale, vectors=vectors)
   assert conv.weight.dtype == (np.float16 if half else np.float32)
+  assert conv.weight.shape[-1] == conv.block_channels == (
+      library.conv_block_channels() // 2 * vectors)
   if half:  # The reference: the stored values, the scale folded in.
     kernel = kernel.astype(np.float16).astype(np.float64) * scale
   out_big = np.full((batch, oh, oh + 1, k + 3), 7.0, np.float32)

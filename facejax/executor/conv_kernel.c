@@ -41,6 +41,7 @@ enum {
   P_ADD, P_AN, P_AH, P_AW, P_ADDC, /* residual (0: none), channels */
   P_RELU, P_Y, P_YN, P_YH, P_YW,
   P_HALF, P_SCALE, /* fp16 weights; per-channel scale (0: none) */
+  P_VECTORS, /* block width in vectors: 2 (NR channels) or 1 (LANES) */
   P_USED, /* fields up to here; zeros follow */
   P_OP = FJ_JOB_OP, /* FJ_OP_CONV; the team also runs winograd_kernel.c's */
   P_FIELDS = FJ_JOB_FIELDS
@@ -75,47 +76,55 @@ static inline __attribute__((always_inline)) void finish(
   }
 }
 
-/* MR pixels (a[i]: their window origins) x NR channels, all taps; one
- * instance per weight type (load_f32, load_f16: kernel_simd.h). */
-#define DEFINE_BLOCK(SUFFIX, WT)                                             \
-  static inline __attribute__((always_inline)) void block_##SUFFIX(          \
+/* MR pixels (a[i]: their window origins) x NV vectors of channels, all
+ * taps; one instance per weight type (load_f32, load_f16: kernel_simd.h)
+ * and block width: NV = 2 (NR channels), or 1 (LANES) for layers whose
+ * channels would leave half of a 2-vector block idle (the student's
+ * 16-channel squeezes). */
+#define DEFINE_BLOCK(SUFFIX, WT, NV)                                         \
+  static inline __attribute__((always_inline)) void block_##SUFFIX##_##NV(   \
       const int mr, const float *const *a, const int64_t *p,                 \
       const WT *restrict w, int64_t kb, float *const *y,                     \
       const float *const *add) {                                             \
     const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];                    \
     const int64_t xh = p[P_XH], xw = p[P_XW];                                \
+    enum { WIDTH = NV * FJ_LANES };                                          \
     vf acc0[FJ_MR], acc1[FJ_MR];                                             \
     _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) acc0[i] =          \
         acc1[i] = (vf){0};                                                   \
     for (int64_t r = 0; r < kh; ++r)                                         \
       for (int64_t s = 0; s < kw; ++s) {                                     \
         const int64_t tap = r * xh + s * xw;                                 \
-        const WT *restrict wp = w + (r * kw + s) * c * FJ_NR;                \
+        const WT *restrict wp = w + (r * kw + s) * c * WIDTH;                \
         const float *ai[FJ_MR];                                              \
         _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) ai[i] =        \
             a[i] + tap;                                                      \
         for (int64_t ch = 0; ch < c; ++ch) {                                 \
-          const vf w0 = load_##SUFFIX(wp + ch * FJ_NR);                      \
-          const vf w1 = load_##SUFFIX(wp + ch * FJ_NR + FJ_LANES);           \
+          const vf w0 = load_##SUFFIX(wp + ch * WIDTH);                      \
+          const vf w1 = NV > 1 ? load_##SUFFIX(wp + ch * WIDTH + FJ_LANES)   \
+                               : (vf){0};                                    \
           _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {            \
             const float v = ai[i][ch];                                       \
             acc0[i] += v * w0;                                               \
-            acc1[i] += v * w1;                                               \
+            if (NV > 1) acc1[i] += v * w1;                                   \
           }                                                                  \
         }                                                                    \
       }                                                                      \
-    const int64_t k0 = kb * FJ_NR, k = p[P_K], add_c = p[P_ADDC];            \
+    const int64_t k0 = kb * WIDTH, k = p[P_K], add_c = p[P_ADDC];            \
     const float *bias = (const float *)(intptr_t)p[P_BIAS];                  \
     const float *scale = (const float *)(intptr_t)p[P_SCALE];                \
     const int64_t relu = p[P_RELU];                                          \
     _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) {                  \
       finish(acc0[i], scale, bias, k0, add[i], add_c, relu, y[i], k);        \
-      finish(acc1[i], scale, bias, k0 + FJ_LANES, add[i], add_c, relu, y[i], \
-             k);                                                             \
+      if (NV > 1)                                                            \
+        finish(acc1[i], scale, bias, k0 + FJ_LANES, add[i], add_c, relu,     \
+               y[i], k);                                                     \
     }                                                                        \
   }
-DEFINE_BLOCK(f32, float)
-DEFINE_BLOCK(f16, _Float16)
+DEFINE_BLOCK(f32, float, 2)
+DEFINE_BLOCK(f16, _Float16, 2)
+DEFINE_BLOCK(f32, float, 1)
+DEFINE_BLOCK(f16, _Float16, 1)
 
 /* The pixel blocks of one call, for weights of type WT: one function per
  * type, each the size of one set of MR cases (the two in one function
@@ -138,15 +147,15 @@ DEFINE_BLOCK(f16, _Float16)
   CASE(S, 1) CASE(S, 2) CASE(S, 3) CASE(S, 4) CASE(S, 5) CASE(S, 6)
 #endif
 
-#define DEFINE_CONV(SUFFIX, WT)                                              \
-  static void conv_direct_##SUFFIX(const int64_t *p) {                       \
+#define DEFINE_CONV(SUFFIX, WT, NV)                                          \
+  static void conv_direct_##SUFFIX##_##NV(const int64_t *p) {                \
     const float *x = (const float *)(intptr_t)p[P_X];                        \
     const WT *w0 = (const WT *)(intptr_t)p[P_W];                             \
     const float *addp = (const float *)(intptr_t)p[P_ADD];                   \
     float *yp = (float *)(intptr_t)p[P_Y];                                   \
     const int64_t oh = p[P_OH], ow = p[P_OW], p0 = p[P_P0], p1 = p[P_P1];    \
     const int64_t c = p[P_C], kh = p[P_KH], kw = p[P_KW];                    \
-    const int64_t wblock = kh * kw * c * FJ_NR;                              \
+    const int64_t wblock = kh * kw * c * NV * FJ_LANES;                      \
     for (int64_t kb = p[P_KB0]; kb < p[P_KB1]; ++kb) {                       \
       const WT *w = w0 + kb * wblock;                                        \
       /* Pixels in nearly equal blocks of at most MR: 16 pixels are 8 + 8,   \
@@ -154,37 +163,49 @@ DEFINE_BLOCK(f16, _Float16)
       const int64_t blocks = (p1 - p0 + FJ_MR - 1) / FJ_MR;                  \
       const int64_t base = blocks ? (p1 - p0) / blocks : 0;                  \
       const int64_t extra = blocks ? (p1 - p0) % blocks : 0;                 \
-      int64_t start = p0;                                                    \
+      /* (image, row, column) of pixel p0, then stepped: no division per \
+       * pixel (on a 1x1 conv of 16 channels they cost about as much as its \
+       * multiply-adds). */                                                  \
+      int64_t b = p0 / (oh * ow), row = p0 % (oh * ow) / ow, col = p0 % ow;  \
       for (int64_t g = 0; g < blocks; ++g) {                                 \
         const int64_t mr = base + (g < extra);                               \
         const float *a[FJ_MR];                                               \
         float *y[FJ_MR];                                                     \
         const float *add[FJ_MR];                                             \
         for (int64_t i = 0; i < mr; ++i) {                                   \
-          const int64_t q = start + i, b = q / (oh * ow), rc = q % (oh * ow); \
-          const int64_t row = rc / ow, col = rc % ow;                        \
           a[i] = x + b * p[P_XN] + row * p[P_SH] * p[P_XH] +                 \
                  col * p[P_SW] * p[P_XW];                                    \
           y[i] = yp + b * p[P_YN] + row * p[P_YH] + col * p[P_YW];           \
           add[i] = addp ? addp + b * p[P_AN] + row * p[P_AH] + col * p[P_AW] \
                         : 0;                                                 \
+          if (++col == ow) {                                                 \
+            col = 0;                                                         \
+            if (++row == oh) row = 0, ++b;                                   \
+          }                                                                  \
         }                                                                    \
         switch (mr) {                                                        \
-          CASES(SUFFIX)                                                      \
+          CASES(SUFFIX##_##NV)                                               \
           default: break;                                                    \
         }                                                                    \
-        start += mr;                                                         \
       }                                                                      \
     }                                                                        \
   }
-DEFINE_CONV(f32, float)
-DEFINE_CONV(f16, _Float16)
+DEFINE_CONV(f32, float, 2)
+DEFINE_CONV(f16, _Float16, 2)
+DEFINE_CONV(f32, float, 1)
+DEFINE_CONV(f16, _Float16, 1)
 
 void conv_direct(const int64_t *p) {
-  if (p[P_HALF])
-    conv_direct_f16(p);
-  else
-    conv_direct_f32(p);
+  if (p[P_VECTORS] == 1) {
+    if (p[P_HALF])
+      conv_direct_f16_1(p);
+    else
+      conv_direct_f32_1(p);
+  } else if (p[P_HALF]) {
+    conv_direct_f16_2(p);
+  } else {
+    conv_direct_f32_2(p);
+  }
 }
 
 /* ---- A team of threads for one step's jobs ----------------------------

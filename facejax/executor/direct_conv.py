@@ -28,24 +28,37 @@ class DirectConv:
   """A dense conv's weights packed for ``conv_direct``.
 
   Attributes:
-    weight: (K/NR, kh, kw, C, NR) float32, or float16 with ``half``;
+    weight: (K/B, kh, kw, C, B) float32, or float16 with ``half``, for
+      a block of B = ``block_channels`` (NR, or one vector's LANES);
       channels padded with zeros.
-    bias: (K/NR · NR,) float32.
-    scale: (K/NR · NR,) float32 per-channel factor of the sums, or None.
+    bias: (K/B · B,) float32.
+    scale: (K/B · B,) float32 per-channel factor of the sums, or None.
     nbytes: bytes held.
   """
 
-  def __init__(self, lib, kernel, bias, *, half=False, scale=None):
+  def __init__(self, lib, kernel, bias, *, half=False, scale=None,
+               vectors=None):
     """``kernel`` (kh, kw, C, K) with any affine folded in, or with
     ``scale`` (K,) to multiply the sums by: an fp16 blob's weights keep
     their stored values (``half``, widened exactly in the kernel) and
-    dlib's affine scale stays apart, so no second rounding to fp16."""
+    dlib's affine scale stays apart, so no second rounding to fp16.
+
+    ``vectors``: the register block's width, 2 vectors (NR channels) or 1;
+    by default 1 where 2 would leave the last block at most half used (K
+    of 16, 48 or 40 with 16 lanes), else 2.
+    """
     self.lib = lib
-    self.block_channels = int(lib.conv_block_channels())
+    kh, kw, channels, out = kernel.shape
+    two = int(lib.conv_block_channels())
+    if vectors is None:
+      vectors = 1 if 0 < out % two <= two // 2 else 2
+    if vectors not in (1, 2):
+      raise ValueError(f"direct conv: a block of {vectors} vectors; 1 or 2")
+    self.vectors = vectors
+    self.block_channels = two // 2 * vectors
     self.block_pixels = int(lib.conv_block_pixels())
     self.fields = int(lib.conv_fields())
     self.used_fields = int(lib.conv_used_fields())
-    kh, kw, channels, out = kernel.shape
     nr = self.block_channels
     blocks = -(-out // nr)
     dtype = np.float16 if half else np.float32
@@ -109,7 +122,7 @@ class DirectConv:
             *(elem(add) if add is not None else (0, 0, 0)),
             0 if add is None else add.shape[3], int(relu), dst.ctypes.data,
             *elem(dst), int(self.weight.dtype == np.float16),
-            0 if self.scale is None else self.scale.ctypes.data]
+            0 if self.scale is None else self.scale.ctypes.data, self.vectors]
     assert len(base) == self.used_fields, (len(base), self.used_fields)
     base += [0] * (self.fields - len(base) - 1) + [OP_CONV]
     rows = []
