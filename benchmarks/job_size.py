@@ -1,7 +1,7 @@
 """The direct kernel's job size: the student and the ResNet per setting.
 
   OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/job_size.py \
-      [--batch 1] [--rounds 200] [--sizes 1024 512 256 128] [--random] \
+      [--batch 1] [--rounds 200] [--sizes 256 128 64 32] [--random] \
       [--out-dir /tmp/facejax_job_size]
 
 ``direct_conv.MIN_JOB_MACS`` (in thousands of multiply-adds with
@@ -51,7 +51,7 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=200)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--sizes", type=int, nargs="+",
-                      default=[1024, 512, 256, 128])
+                      default=[256, 128, 64, 32])
   parser.add_argument("--random", action="store_true",
                       help="seeded ResNet weights instead of dlib's file")
   parser.add_argument("--out-dir", default="/tmp/facejax_job_size")

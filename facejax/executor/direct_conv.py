@@ -14,12 +14,16 @@ import numpy as np
 
 from facejax.executor import team
 
-# A job below this many multiply-adds is not split further (~2.5 µs at
+# A job below this many multiply-adds is not split further (~0.6 µs at
 # one core's rate). Swept at batch 1 on 2 cores, round-robin (2026-12-04,
 # benchmarks/README.md): from 1 M to 256 k the student went from 437 to
 # 369 µs a face (median; its 1.7 M-MAC conv1 was one job) and the ResNet
-# from 1.84 to 1.73 ms; batch 8 was level.
-MIN_JOB_MACS = 1 << 18
+# from 1.84 to 1.73 ms; batch 8 was level. Session 11, after the one-vector
+# block: 64 k splits the student's 1×1 convs (0.1-0.5 M MACs) over both
+# cores, 173.6/134.6 -> 148.9/118.5 µs back to back (median/min; the
+# round-robin sweep before that block: 438/286 -> 410/276), the ResNet
+# level; fc layers (one pixel, bound by reading their weights) too.
+MIN_JOB_MACS = 1 << 16
 JOBS_PER_WORKER = 4  # Finer than one each: a busy core takes fewer.
 OP_CONV = 0  # The job's last field (kernel_simd.h): a direct conv.
 
@@ -76,8 +80,7 @@ class DirectConv:
     self.nbytes = self.weight.nbytes + self.bias.nbytes + (
         0 if self.scale is None else self.scale.nbytes)
 
-  def jobs(self, padded, dst, stride, *, add=None, relu, workers,
-           min_job_macs=None):
+  def jobs(self, padded, dst, stride, *, add=None, relu, workers):
     """The parameter blocks of one call: (jobs, fields) int64.
 
     Args:
@@ -89,9 +92,6 @@ class DirectConv:
         channels, or None.
       relu: apply ReLU last.
       workers: threads of the team; the work is cut for them.
-      min_job_macs: the smallest job worth a hand-off (default
-        ``MIN_JOB_MACS``); a layer bound by reading its weights (one
-        pixel) wants smaller ones.
     """
     kh, kw, channels, out = self.shape
     batch, oh, ow, _ = dst.shape
@@ -105,7 +105,7 @@ class DirectConv:
     macs = pixels * kh * kw * channels * out
     wanted = 1 if workers <= 1 else max(
         1, min(JOBS_PER_WORKER * workers,
-               macs // (min_job_macs or MIN_JOB_MACS)))
+               macs // MIN_JOB_MACS))
     # Channel blocks first where pixels are few (each job then reads only
     # its share of the weights), pixel ranges of whole MR blocks else.
     pixel_parts = max(1, min(-(-wanted // blocks),

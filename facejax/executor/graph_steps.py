@@ -27,9 +27,6 @@ MIN_PARALLEL_MACS = 2 << 20
 # output channels instead, in blocks of whole cache lines.
 MIN_ROWS_PER_WORKER = 128
 COLUMN_ALIGN = 16
-# An fc job's multiply-adds: enough to split the student's 590 k-weight
-# embedding over both threads, which reading its weights bounds.
-FC_MIN_JOB_MACS = 1 << 16
 # Pools: window-element reads per job below which one is not split off
 # (~5 µs), and jobs per thread.
 MIN_POOL_JOB = 1 << 17
@@ -325,7 +322,7 @@ class FcStep(Step):
       run = self.direct.runner(self.direct.jobs(
           x.reshape(batch, 1, 1, self.n_in),
           dst.reshape(batch, 1, 1, dst.shape[-1]), (1, 1), relu=self.relu,
-          workers=ex.threads, min_job_macs=FC_MIN_JOB_MACS))
+          workers=ex.threads))
       if source.flags.c_contiguous:
         return run
 
