@@ -15,13 +15,19 @@ from facejax.executor import bench
 MB = 1e6
 
 
-def round_robin(contenders, rounds, warmup=2, shuffle=False):
-  """{name: {median_ms, p90_ms, min_ms}} for {name: fn}.
+def round_robin(contenders, rounds, warmup=2, shuffle=False, back_to_back=0):
+  """{name: {median_ms, p90_ms, min_ms, runs}} for {name: fn}.
 
   ``shuffle`` runs each round in a new (seeded) order: whoever follows a
   long contender finds its weights evicted from the caches (the ResNet's
   22 MB after dlib's 100 ms), and a fixed order hands that cost to the
   same contender every round.
+
+  ``back_to_back`` = N: in its turn a contender runs N + 1 times in a row
+  and the first call, the one after the others evicted its weights, is
+  not counted: a camera loop's steady state, one network frame after
+  frame with its weights in the caches. 0: one call a turn, counted (each
+  contender cold, after the others).
   """
   for fn in contenders.values():
     for _ in range(warmup):
@@ -34,9 +40,12 @@ def round_robin(contenders, rounds, warmup=2, shuffle=False):
       names = [names[i] for i in order.permutation(len(names))]
     for name in names:
       fn = contenders[name]
-      start = time.perf_counter()
-      fn()
-      times[name].append((time.perf_counter() - start) * 1e3)
+      turn = []
+      for _ in range(back_to_back + 1):
+        start = time.perf_counter()
+        fn()
+        turn.append((time.perf_counter() - start) * 1e3)
+      times[name] += turn[1:] if back_to_back else turn
   return {name: {"median_ms": float(np.median(t)),
                  "p90_ms": float(np.percentile(t, 90)),
                  "min_ms": float(np.min(t)), "runs": len(t)}

@@ -163,6 +163,10 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=30)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  parser.add_argument("--back-to-back", type=int, default=0, metavar="N",
+                      help="each turn N timed calls in a row after an "
+                      "uncounted one (weights warm, as in a camera loop); "
+                      "0: one call a turn, after the others (cold)")
   parser.add_argument("--out-dir", default="/tmp/facejax_resnet")
   parser.add_argument("--random", action="store_true",
                       help="seeded random weights instead of dlib's file")
@@ -218,6 +222,9 @@ def main(argv=None):
                          "openblas_core": _openblas_core(),
                          "numpy": np.__version__},
              "weights": source, "threads": args.threads, "batches": {}}
+  how = f"{args.rounds} rounds" + (
+      f" of {args.back_to_back} back to back" if args.back_to_back else "")
+  results["timing"] = how
   for batch in args.batches:
     x, c = inputs[:batch], chips[:batch]
     contenders = {f"executor_{p}": (lambda e=e: e.forward(x))
@@ -228,7 +235,8 @@ def main(argv=None):
     reference = executors["fp32"].forward(x)
     differences = {name: float(np.abs(fn() - reference).max())
                    for name, fn in contenders.items()}
-    timing = interleaved.round_robin(contenders, args.rounds, shuffle=True)
+    timing = interleaved.round_robin(contenders, args.rounds, shuffle=True,
+                                     back_to_back=args.back_to_back)
     base, ort_time = timing["executor_fp32"], timing["ort"]
     rows = {}
     for name, t in timing.items():
@@ -241,9 +249,8 @@ def main(argv=None):
           "vs_ort_min": t["min_ms"] / ort_time["min_ms"],
           "max_abs_diff_to_executor_fp32": differences[name]}
     results["batches"][str(batch)] = rows
-    print(f"\nbatch {batch}: ms per face (median / min over {args.rounds} "
-          "rounds), ratio to executor fp32, ratio to ORT, max |Δ "
-          "descriptor|")
+    print(f"\nbatch {batch}: ms per face (median / min over {how}), ratio "
+          "to executor fp32, ratio to ORT, max |Δ descriptor|")
     for name, r in rows.items():
       print(f"  {name:20} {r['median_ms_per_face']:8.2f} "
             f"{r['min_ms_per_face']:8.2f}   "

@@ -92,6 +92,10 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=30)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  parser.add_argument("--back-to-back", type=int, default=0, metavar="N",
+                      help="each turn N timed calls in a row after an "
+                      "uncounted one (weights warm, as in a camera loop); "
+                      "0: one call a turn, after the others (cold)")
   parser.add_argument("--out-dir", default="/tmp/facejax_student")
   args = parser.parse_args(argv)
   os.makedirs(args.out_dir, exist_ok=True)
@@ -120,6 +124,9 @@ def main(argv=None):
              "weights": source, "input_size": size, "threads": args.threads,
              "ort": ort.version, "batches": {}}
   print(f"student: {source}")
+  how = f"{args.rounds} rounds" + (
+      f" of {args.back_to_back} back to back" if args.back_to_back else "")
+  results["timing"] = how
   for batch in args.batches:
     x = inputs[:batch]
     contenders = {f"executor_{p}": (lambda e=e: e.forward(x))
@@ -128,7 +135,8 @@ def main(argv=None):
     reference = executors["fp32"].forward(x)
     differences = {name: float(np.abs(fn() - reference).max())
                    for name, fn in contenders.items()}
-    timing = interleaved.round_robin(contenders, args.rounds, shuffle=True)
+    timing = interleaved.round_robin(contenders, args.rounds, shuffle=True,
+                                     back_to_back=args.back_to_back)
     ort_time = timing["ort"]
     rows = {name: {"median_ms_per_face": t["median_ms"] / batch,
                    "min_ms_per_face": t["min_ms"] / batch,
@@ -137,8 +145,8 @@ def main(argv=None):
                    "max_abs_diff_to_executor_fp32": differences[name]}
             for name, t in timing.items()}
     results["batches"][str(batch)] = rows
-    print(f"\nbatch {batch}: ms per face (median / min over {args.rounds} "
-          "rounds), ratio to ORT (median / min), max |Δ descriptor|")
+    print(f"\nbatch {batch}: ms per face (median / min over {how}), ratio "
+          "to ORT (median / min), max |Δ descriptor|")
     for name, r in rows.items():
       print(f"  {name:20} {r['median_ms_per_face']:7.3f} "
             f"{r['min_ms_per_face']:7.3f}   {r['vs_ort_median']:5.2f}× "
