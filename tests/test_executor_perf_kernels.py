@@ -337,3 +337,27 @@ def test_add_job_zero_extends_either_operand(library, relu):
   assert (out[:, :, 5:] == 7).all() and (out[..., 32:] == 7).all()
   with pytest.raises(ValueError, match="does not fit"):
     team.add_jobs(library, y[:, :2], a, b, relu=relu)
+
+
+def test_kernel_buffers_start_on_cache_lines(library):
+  """Packed weights, biases and scales (and aligned.zeros at any size,
+  below and above glibc's mmap threshold) start on 64-byte boundaries;
+  the values are those asked for."""
+  # pylint: disable-next=g-import-not-at-top
+  from facejax.executor import aligned
+  for n in (1, 3, 1000, 1 << 18):
+    for dtype in (np.float32, np.float16, np.uint8):
+      z = aligned.zeros((n, 2), dtype)
+      assert z.ctypes.data % 64 == 0 and z.shape == (n, 2)
+      assert z.dtype == dtype and not z.any() and z.flags.c_contiguous
+  rng = np.random.default_rng(5)
+  kernel = rng.standard_normal((3, 3, 40, 72)).astype(np.float32)
+  conv = direct_conv.DirectConv(library, kernel, np.arange(72.0), half=True,
+                                scale=np.full(72, 2.0))
+  for array in (conv.weight, conv.bias, conv.scale):
+    assert array.ctypes.data % 64 == 0
+  nr = conv.block_channels
+  np.testing.assert_array_equal(
+      conv.weight[1, 2, 0, 5, :], kernel[2, 0, 5, nr:2 * nr].astype(np.float16))
+  assert conv.scale[71] == 2 and conv.scale[72:].tolist() == [1] * (
+      conv.scale.size - 72)

@@ -12,6 +12,7 @@ README.md, "dlib's face ResNet").
 
 import numpy as np
 
+from facejax.executor import aligned
 from facejax.executor import team
 
 # A job below this many multiply-adds is not split further (~0.6 µs at
@@ -68,13 +69,14 @@ class DirectConv:
     dtype = np.float16 if half else np.float32
     padded = np.zeros((kh, kw, channels, blocks * nr), dtype)
     padded[..., :out] = kernel
-    self.weight = np.ascontiguousarray(
+    self.weight = aligned.copy(
         padded.reshape(kh, kw, channels, blocks, nr).transpose(3, 0, 1, 2, 4))
-    self.bias = np.zeros(blocks * nr, np.float32)
+    self.bias = aligned.zeros(blocks * nr)
     self.bias[:out] = bias
     self.scale = None
     if scale is not None:
-      self.scale = np.ones(blocks * nr, np.float32)
+      self.scale = aligned.zeros(blocks * nr)
+      self.scale[:] = 1
       self.scale[:out] = scale
     self.shape = kernel.shape
     self.nbytes = self.weight.nbytes + self.bias.nbytes + (

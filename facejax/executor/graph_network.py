@@ -27,6 +27,7 @@ import concurrent.futures
 
 import numpy as np
 
+from facejax.executor import aligned
 from facejax.executor import blas
 from facejax.executor import graph_manifest
 from facejax.executor import graph_steps as steps_lib
@@ -196,7 +197,7 @@ class GraphExecutor:
       if fits:  # The smallest free buffer that holds it.
         buffer = free.pop(min(fits, key=lambda i: free[i].size))
       else:
-        buffer = np.zeros(size, np.float32)
+        buffer = aligned.zeros(size)
         arenas.append(buffer)
       padded = buffer[:size].reshape(full)
       self.padded[name] = (padded, (by, bx))
@@ -224,8 +225,8 @@ class GraphExecutor:
           free.append(held.pop(name))
     elements = [s.scratch(self, batch) for s in self.steps
                 if isinstance(s, steps_lib.ConvStep)] or [(1, 1)]
-    self.scratch = [(np.zeros(max(c for c, _ in elements), np.float32),
-                     np.zeros(max(o for _, o in elements), np.float32))
+    self.scratch = [(aligned.zeros(max(c for c, _ in elements)),
+                     aligned.zeros(max(o for _, o in elements)))
                     for _ in range(self.workers)]
     # Buffers are shared, so a border is re-zeroed just before its
     # tensor is written, every call.

@@ -32,6 +32,7 @@ graph_steps.py and ``choose_graph_tile``):
 
 import numpy as np
 
+from facejax.executor import aligned
 from facejax.executor import team
 
 # Job field layout of winograd_kernel.c (the W_* enum), then the op.
@@ -128,12 +129,12 @@ class WinogradConv:
                          f"{packed.dtype}, expected {shape} {dtype}")
       self.weight = packed
     else:
-      self.weight = np.ascontiguousarray(
+      self.weight = aligned.copy(
           np.asarray(kernel).reshape(3, 3, channels, shape[0], self.nr)
           .transpose(3, 0, 1, 2, 4), dtype)
-    self.bias = np.ascontiguousarray(bias, np.float32)
+    self.bias = aligned.copy(bias, np.float32)
     self.scale = (None if scale is None
-                  else np.ascontiguousarray(scale, np.float32))
+                  else aligned.copy(scale, np.float32))
     if self.scale is not None and self.scale.shape != (out,):
       raise ValueError(f"Winograd: scale {self.scale.shape}, expected "
                        f"({out},)")
