@@ -50,13 +50,14 @@ def _reference(x, kernel, bias, stride, add, relu):
 
 # (batch, size, in, out, kernel, stride, add channels): the ResNet's
 # layers, widths around the 2-vector block, tails of pixels and channels,
-# the student's squeezes (16 and 48 channels: a 1-vector block).
+# the student's squeezes (16 and 48 channels: a 1-vector block), one
+# output pixel (4 interleaved sums) over 7 channels (a tail of 3).
 CASES = [(1, 37, 3, 32, 7, 2, 0), (2, 35, 32, 32, 3, 1, 32),
          (1, 19, 32, 64, 3, 2, 0), (1, 19, 64, 64, 3, 1, 32),
          (3, 6, 128, 256, 3, 1, 256), (1, 3, 16, 8, 3, 1, 5),
          (2, 9, 7, 40, 3, 1, 20), (1, 5, 5, 3, 1, 1, 0),
          (1, 3, 256, 256, 3, 2, 0), (1, 15, 64, 16, 1, 1, 0),
-         (2, 7, 96, 48, 1, 1, 16)]
+         (2, 7, 96, 48, 1, 1, 16), (1, 3, 7, 40, 3, 1, 20)]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -92,6 +92,30 @@ static inline __attribute__((always_inline)) void finish(
     vf acc0[FJ_MR], acc1[FJ_MR];                                             \
     _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i) acc0[i] =          \
         acc1[i] = (vf){0};                                                   \
+    if (mr == 1) { /* One pixel (fc at batch 1): 2 sums would wait on the */ \
+      vf s0[4] = {0}, s1[4] = {0}; /* FMA latency; 4 interleaved each. */    \
+      for (int64_t r = 0; r < kh; ++r)                                       \
+        for (int64_t s = 0; s < kw; ++s) {                                   \
+          const float *restrict a0 = a[0] + r * xh + s * xw;                 \
+          const WT *restrict wp = w + (r * kw + s) * c * WIDTH;              \
+          int64_t ch = 0;                                                    \
+          for (; ch + 4 <= c; ch += 4)                                       \
+            _Pragma("GCC unroll 4") for (int u = 0; u < 4; ++u) {            \
+              const float v = a0[ch + u];                                    \
+              s0[u] += v * load_##SUFFIX(wp + (ch + u) * WIDTH);             \
+              if (NV > 1)                                                    \
+                s1[u] += v * load_##SUFFIX(wp + (ch + u) * WIDTH + FJ_LANES); \
+            }                                                                \
+          for (; ch < c; ++ch) {                                             \
+            const float v = a0[ch];                                          \
+            s0[0] += v * load_##SUFFIX(wp + ch * WIDTH);                     \
+            if (NV > 1)                                                      \
+              s1[0] += v * load_##SUFFIX(wp + ch * WIDTH + FJ_LANES);        \
+          }                                                                  \
+        }                                                                    \
+      acc0[0] = (s0[0] + s0[1]) + (s0[2] + s0[3]);                           \
+      acc1[0] = (s1[0] + s1[1]) + (s1[2] + s1[3]);                           \
+    } else                                                                   \
     for (int64_t r = 0; r < kh; ++r)                                         \
       for (int64_t s = 0; s < kw; ++s) {                                     \
         const int64_t tap = r * xh + s * xw;                                 \
