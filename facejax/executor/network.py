@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 
+from facejax.executor import aligned
 from facejax.executor import blas
 from facejax.executor import conv
 from facejax.executor import direct_conv
@@ -194,13 +195,15 @@ class Executor:
       which = 1 - which
     sizes[which] = max(sizes[which], int(np.prod(shape)))
     self.plan, self.output = plan, (which, shape)
-    self.arenas = [xp.zeros(s, np.float32) for s in sizes]
+    # On the CPU on cache lines, for the kernels' vector stores (aligned.py).
+    zeros = aligned.zeros if xp is np else xp.zeros
+    self.arenas = [zeros(s, np.float32) for s in sizes]
     workers = self.workers if col_elems or out_elems else 1
-    self.buffers = [(xp.zeros(max(col_elems, 1), np.float32),
-                     xp.zeros(max(out_elems * 3 // 2, 1), np.float32))
+    self.buffers = [(zeros(max(col_elems, 1), np.float32),
+                     zeros(max(out_elems * 3 // 2, 1), np.float32))
                     for _ in range(workers)]
-    self.pool_scratch = xp.zeros(max(pool_elems, 1), np.float32)
-    self.winograd_scratch = xp.zeros(max(winograd_elems, 1), np.float32)
+    self.pool_scratch = zeros(max(pool_elems, 1), np.float32)
+    self.winograd_scratch = zeros(max(winograd_elems, 1), np.float32)
     # (layer, batch) -> prepared direct or Winograd call; pointers into
     # these arenas.
     self._calls = {}
