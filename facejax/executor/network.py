@@ -21,6 +21,7 @@ from facejax.executor import blas
 from facejax.executor import conv
 from facejax.executor import direct_conv
 from facejax.executor import sparse
+from facejax.executor import team
 from facejax.executor import winograd
 
 DEFAULT_TILE_BYTES = {"cpu": 4 << 20, "gpu": 64 << 20}
@@ -204,9 +205,10 @@ class Executor:
                     for _ in range(workers)]
     self.pool_scratch = zeros(max(pool_elems, 1), np.float32)
     self.winograd_scratch = zeros(max(winograd_elems, 1), np.float32)
-    # (layer, batch) -> prepared direct or Winograd call; pointers into
-    # these arenas.
+    # (layer, batch) -> prepared direct or Winograd call, and batch -> the
+    # forward's program; pointers into these arenas.
     self._calls = {}
+    self._programs = {}
     self.batch = batch
     self.activation_bytes = (
         self.pool_scratch.nbytes + self.winograd_scratch.nbytes) + sum(
@@ -249,44 +251,72 @@ class Executor:
       xp.subtract(images, self.mean, out=interior, casting="unsafe")
     else:
       xp.copyto(interior, images, casting="unsafe")
+    program = self._programs.get(batch)
+    if program is None:
+      program = self._programs[batch] = self._program(batch)
+    for border, run in program:
+      for part in border:
+        part.fill(0)
+      run()
+    which, shape = self.output
+    logits = self._view(which, (batch,) + shape[1:])
+    if xp is not np:
+      return xp.asnumpy(logits)
+    return logits.copy()
+
+  def _program(self, batch):
+    """(border views, call) per layer for ``batch`` images.
+
+    The borders are the 1-pixel frames of a padded output, zeroed before
+    its layer writes the interior (the arenas are shared). On the CPU with
+    the compiled kernels, consecutive layers that are only C team jobs
+    (Winograd and direct convs and their pools), with the borders before
+    them, run as one call (team.merge), no Python between them: the
+    embedded VGG-16 at batch 1 spent ~40 % of a forward in the Python
+    between its 16 layers (benchmarks/README.md, session 11).
+    """
+    xp = self.xp
+    which, shape, _ = self.plan[0]
+    x = self._view(which, (batch,) + shape[1:])
+    program = []
     for i, (spec, (weight, bias)) in enumerate(self.layers):
       if i + 1 < len(self.layers):
         which, shape, _ = self.plan[i + 1]
       else:
         which, shape = self.output
       dst = self._view(which, (batch,) + shape[1:])
-      if spec["kind"] == "conv":
+      border = []
+      if spec["kind"] != "conv":
+        call = functools.partial(self.fc, spec, weight, bias, x, dst)
+      else:
         if len(shape) == 4:
-          conv.zero_border(xp, dst)
+          border = [dst[:, :1], dst[:, -1:], dst[:, 1:-1, :1],
+                    dst[:, 1:-1, -1:]]
           target = dst[:, 1:-1, 1:-1]
         else:
           h = (x.shape[1] - 2) // (2 if spec["pool_after"] else 1)
           w = (x.shape[2] - 2) // (2 if spec["pool_after"] else 1)
           target = dst.reshape(batch, h, w, spec["out"])
         if isinstance(weight, winograd.WinogradConv):
-          self._winograd_call(i, spec, weight, x, target)()
-          x = dst
-          continue
-        if isinstance(weight, direct_conv.DirectConv):
-          self._direct_call(i, spec, weight, x, target)()
-          x = dst
-          continue
-        tiles = self.plan[i][2]
-        if batch != self.batch:
-          tiles = self._tiles(spec, batch, x.shape[1] - 2,
-                              x.shape[2] - 2, x.shape[3])
-        conv.conv3x3(xp, x, weight, bias, target, tiles, self.buffers,
-                     relu=spec["relu"], pool=spec["pool_after"],
-                     # A CSR conv splits its own rows over the pool.
-                     workers=(self.pool if self.workers > 1 and
-                              not hasattr(weight, "matmul") else None))
-      else:
-        self.fc(spec, weight, bias, x, dst)
+          call = self._winograd_call(i, spec, weight, x, target)
+        elif isinstance(weight, direct_conv.DirectConv):
+          call = self._direct_call(i, spec, weight, x, target)
+        else:
+          tiles = self.plan[i][2]
+          if batch != self.batch:
+            tiles = self._tiles(spec, batch, x.shape[1] - 2,
+                                x.shape[2] - 2, x.shape[3])
+          call = functools.partial(
+              conv.conv3x3, xp, x, weight, bias, target, tiles,
+              self.buffers, relu=spec["relu"], pool=spec["pool_after"],
+              # A CSR conv splits its own rows over the pool.
+              workers=(self.pool if self.workers > 1 and
+                       not hasattr(weight, "matmul") else None))
+      program.append((border, call))
       x = dst
-    logits = x
-    if xp is not np:
-      return xp.asnumpy(logits)
-    return logits.copy()
+    if self.native is not None and xp is np:
+      program = team.merge(self.native, program)
+    return program
 
   def _winograd_call(self, i, spec, weight, padded, target):
     """Layer ``i`` by Winograd, pool fused: a call prepared per batch."""
@@ -316,12 +346,11 @@ class Executor:
     if spec["pool_after"]:
       dst = self.pool_scratch[:batch * height * width * out].reshape(
           batch, height, width, out)
-    run = weight.runner(weight.jobs(padded, dst, (1, 1), relu=spec["relu"],
-                                    workers=self.threads))
+    jobs = weight.jobs(padded, dst, (1, 1), relu=spec["relu"],
+                       workers=self.threads)
     if not spec["pool_after"]:
-      self._calls[key] = run
-      return run
-    pool = self.native.pool_direct
+      self._calls[key] = weight.runner(jobs)
+      return self._calls[key]
     elements = lambda view: [s // 4 for s in view.strides[:3]]
     bands = []  # (images, pooled rows) per worker.
     rows = height // 2
@@ -333,21 +362,13 @@ class Executor:
       else:  # One image: bands of rows.
         r0, r1 = rows * part // parts, rows * (part + 1) // parts
         bands.append((dst[:, 2 * r0:], target[:, r0:], batch, r1 - r0))
-    calls = [functools.partial(pool, src.ctypes.data, *elements(src), n, r,
-                               width // 2, out, 2, 2, 2, 2, 1,
-                               band.ctypes.data, *elements(band))
-             for src, band, n, r in bands if n and r]
-
-    def run_and_pool():
-      run()
-      if self.pool is None or len(calls) == 1:
-        for call in calls:
-          call()
-      else:
-        for future in [self.pool.submit(call) for call in calls]:
-          future.result()
-    self._calls[key] = run_and_pool
-    return run_and_pool
+    # The pool's bands are team jobs too, run after the conv's.
+    pools = np.concatenate([team.pool_jobs(self.native, (
+        src.ctypes.data, *elements(src), n, r, width // 2, out, 2, 2, 2, 2,
+        1, band.ctypes.data, *elements(band)))
+                            for src, band, n, r in bands if n and r])
+    self._calls[key] = team.runner(self.native, [jobs, pools])
+    return self._calls[key]
 
   def fc(self, spec, weight, bias, x, dst):
     """One fully connected layer (+ ReLU): dst = x @ W + b."""
