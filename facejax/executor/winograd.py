@@ -157,6 +157,10 @@ class WinogradConv:
     band = -(-tiles // bands)
     tile_parts = max(1, min(-(-wanted // block_parts),
                             band // MIN_JOB_TILES))
+    if workers > 1 and tile_parts * block_parts > workers:
+      # Whole rounds of equal jobs: 5 on 2 threads leave one idle a fifth.
+      tile_parts = max(1, tile_parts * block_parts // workers * workers
+                       // block_parts)
     cuts = [(tiles * b // bands, tiles * (b + 1) // bands)
             for b in range(bands)]
     return cuts, tile_parts, block_parts
