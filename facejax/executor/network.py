@@ -8,7 +8,8 @@ CPUs; CSR layers keep fp16 values and uint16 indices resident and convert
 inside the kernel, the compiled one on the CPU (sparse.py, native.py) and
 a CuPy raw kernel on the GPU (gpu.py). Activation buffers are two arenas
 sized for the largest layer, allocated at the first call and reused
-between layers and calls.
+between layers and calls; a forward is a program of (borders, call) per
+layer built once per batch size (``_program``).
 """
 
 import concurrent.futures
@@ -332,9 +333,9 @@ class Executor:
 
     The kernel's jobs (pixel ranges × output-channel blocks, run by its C
     thread team) write bias + ReLU into ``target``, or, before a pool,
-    into the full-resolution scratch, which ``pool_direct`` then reduces
-    in row bands over the worker threads. Prepared once per layer and
-    batch size: the arenas do not move until a larger batch comes.
+    into the full-resolution scratch, which ``pool_direct`` jobs on the
+    same team then reduce in row bands. Prepared once per layer and batch
+    size: the arenas do not move until a larger batch comes.
     """
     key = (i, padded.shape[0])
     if key in self._calls:
