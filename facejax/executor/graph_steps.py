@@ -113,9 +113,9 @@ class ConvStep(Step):
           kernel=self.kernel, stride=self.stride, padding=self.padding,
           add_channels=self.add_channels) if ex.conv == "winograd" else None)
       if ex.native is not None:
-        live = live_taps(ex.shapes[self.inputs[0]][:2], self.shape[:2],
-                         self.kernel, self.stride, self.padding)
         if tile is None:  # Taps that read only the zero border dropped.
+          live = live_taps(ex.shapes[self.inputs[0]][:2], self.shape[:2],
+                           self.kernel, self.stride, self.padding)
           self.tap_origin = tuple(a for a, _ in live)
           kernel4 = kernel4[live[0][0]:live[0][1], live[1][0]:live[1][1]]
         self.direct = direct_conv.DirectConv(
