@@ -32,6 +32,7 @@ import numpy as np
 
 from facejax.export import graph as graph_lib
 from facejax.models import family
+from facejax.models import pooling
 from facejax.porting import dlib as dlib_format
 
 STAGES = dlib_format.STAGES
@@ -83,7 +84,7 @@ class Stem(nn.Module):
   def __call__(self, x):
     x = _conv(self.features, 7, 2, "conv")(x)
     x = nn.relu(Affine(name="affine")(x))
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return pooling.max_pool(x, (3, 3), (2, 2))
 
 
 class Block(nn.Module):

@@ -38,6 +38,7 @@ import numpy as np
 
 from facejax.export import graph as graph_lib
 from facejax.models import family
+from facejax.models import pooling
 
 # (name, squeeze, expand per branch) at width 1.0, and where the pools go.
 FIRES = (("fire2", 16, 64), ("fire3", 16, 64), ("fire4", 32, 128),
@@ -128,12 +129,12 @@ class SqueezeNet(nn.Module):
       x = nn.relu(nn.Conv(channels(CONV1_CHANNELS, self.width), (3, 3),
                           strides=(2, 2), padding="VALID", kernel_init=_he(),
                           name="conv1")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+      x = pooling.max_pool(x, (3, 3), (2, 2))
       for name, squeeze, expand in FIRES:
         x = Fire(channels(squeeze, self.width), channels(expand, self.width),
                  name=name)(x)
         if name in POOL_AFTER:
-          x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+          x = pooling.max_pool(x, (3, 3), (2, 2))
       x = (jnp.mean(x, axis=(1, 2)) if self.pooling == "mean"
            else x.reshape(x.shape[0], -1))
     if first <= 0:

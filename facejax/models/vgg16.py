@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from facejax.models import family
+from facejax.models import pooling
 
 # (stage, number of convs, channels at width 1.0) — thesis Fig. 2.2.
 STAGES: Sequence[tuple[int, int, int]] = (
@@ -92,7 +93,7 @@ class VGG16(nn.Module):
         for i in range(n):
           name = f"conv{stage}_{i + 1}"
           x = nn.relu(nn.Conv(channels[name], (3, 3), padding=1, name=name)(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = pooling.max_pool(x, (2, 2), (2, 2))
       pool5 = x
     if fc6 is None:
       x = pool5.reshape((pool5.shape[0], -1))  # NHWC flatten: (h, w, c).
