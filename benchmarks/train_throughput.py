@@ -35,7 +35,8 @@ weight_decay 5e-4 on the weights' group and 0 on the biases' (torch's
 decay is coupled too; at a constant rate its update equals Caffe's),
 ``F.cross_entropy``, NCHW and channels-last. Both get ``--threads``
 threads (torch.set_num_threads; XLA's CPU client uses the cores it sees,
-here 2). Writes ``OUT_DIR/results.json``.
+here 2). XLA runs with facejax.main's flags (facejax/xla_flags.py; set
+XLA_FLAGS to override). Writes ``OUT_DIR/results.json``.
 """
 
 import argparse
@@ -53,7 +54,10 @@ import numpy as np
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import interleaved
+from facejax import xla_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
+
+xla_flags.apply()  # The flags facejax.main runs with.
 
 CLASSES = 50
 DECAY = ((".*/bias", 0.0), (".*/scale", 0.0), (".*", 1.0))
@@ -364,6 +368,7 @@ def main(argv=None):
   rng = np.random.default_rng(0)
   labels = rng.integers(0, CLASSES, args.batch).astype(np.int32)
   results = {"batch": args.batch, "threads": args.threads,
+             "xla_flags": os.environ.get("XLA_FLAGS", ""),
              "load_average_start": os.getloadavg(), "jax": jax.__version__,
              "devices": str(jax.devices()), "models": {}}
   vgg_config = config_lib.model_config(args.vgg_size)

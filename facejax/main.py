@@ -23,6 +23,9 @@ from ml_collections import config_flags
 
 from facejax import errors
 from facejax import workspace
+from facejax import xla_flags
+
+xla_flags.apply()  # Before any computation starts XLA's backend.
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, with an optional :variant.",
