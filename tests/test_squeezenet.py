@@ -394,11 +394,13 @@ def test_merged_program_equals_step_by_step(small, tmp_path):
 def test_pools_split_into_row_jobs(small, tmp_path, monkeypatch):
   """Pools as many team jobs of output rows, cut across image boundaries
   (batch 3), give the float64 outputs."""
-  # pylint: disable-next=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
   from facejax.executor import graph_steps
+  from facejax.executor import team
+  # pylint: enable=g-import-not-at-top
   monkeypatch.setattr(graph_steps, "MIN_POOL_JOB", 1)
   monkeypatch.setattr(graph_steps, "JOBS_PER_THREAD", 5)
-  assert list(graph_steps._rows_of_one_image([0, 7, 15, 22], 11)) == [
+  assert list(team._rows_of_one_image([0, 7, 15, 22], 11)) == [
       (0, 7), (7, 11), (11, 15), (15, 22)]
   _, params, _, centred, _ = small
   ex = _student(tmp_path, params, merge_steps=False)

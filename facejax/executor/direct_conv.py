@@ -106,8 +106,7 @@ class DirectConv:
     blocks = self.weight.shape[0]
     macs = pixels * kh * kw * channels * out
     wanted = 1 if workers <= 1 else max(
-        1, min(JOBS_PER_WORKER * workers,
-               macs // MIN_JOB_MACS))
+        1, min(JOBS_PER_WORKER * workers, macs // MIN_JOB_MACS))
     # Channel blocks first where pixels are few (each job then reads only
     # its share of the weights), pixel ranges of whole MR blocks else.
     pixel_parts = max(1, min(-(-wanted // blocks),
@@ -116,7 +115,7 @@ class DirectConv:
     step = -(-pixels // pixel_parts)
     if step > self.block_pixels:
       step = -(-step // self.block_pixels) * self.block_pixels
-    elem = lambda v: [s // 4 for s in v.strides[:3]]
+    elem = team.element_strides
     base = [padded.ctypes.data, *elem(padded), channels, kh, kw, *stride,
             oh, ow, 0, 0, self.weight.ctypes.data, out, 0, 0,
             self.bias.ctypes.data,

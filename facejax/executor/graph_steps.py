@@ -379,17 +379,11 @@ class PoolStep(Step):
         x.strides[3] == dst.strides[3] == 4):
       # One pass in C (conv_kernel.c) instead of one per window tap, as
       # team jobs of whole output rows when there is work for several.
-      xs = [s // 4 for s in x.strides[:3]]
-      ys = [s // 4 for s in dst.strides[:3]]
       work = batch * h * w * x.shape[3] * kh * kw
       parts = max(1, min(JOBS_PER_THREAD * ex.threads, batch * h,
                          work // MIN_POOL_JOB))
-      cuts = np.linspace(0, batch * h, parts + 1).round().astype(int)
-      jobs = np.concatenate([team.pool_jobs(ex.native, (
-          x.ctypes.data + 4 * (r0 // h * xs[0] + r0 % h * sh * xs[1]),
-          *xs, 1, r1 - r0, w, x.shape[3], kh, kw, sh, sw, int(is_max),
-          dst.ctypes.data + 4 * (r0 // h * ys[0] + r0 % h * ys[1]), *ys))
-          for r0, r1 in _rows_of_one_image(cuts, h)])
+      jobs = team.pool_row_jobs(ex.native, x, dst, (kh, kw), (sh, sw),
+                                is_max=is_max, parts=parts)
       return team.runner(ex.native, [jobs])
     taps = [source[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
@@ -405,16 +399,6 @@ class PoolStep(Step):
       if not is_max:
         np.multiply(dst, inverse_count, out=dst)
     return run
-
-
-def _rows_of_one_image(cuts, h):
-  """Ranges of flat (image, row) indices from ``cuts``, each split where
-  it crosses from one image to the next (a pool job covers one image)."""
-  for r0, r1 in zip(cuts[:-1], cuts[1:]):
-    while r0 < r1:
-      end = min(r1, (r0 // h + 1) * h)
-      yield int(r0), int(end)
-      r0 = end
 
 
 class AddStep(Step):
@@ -480,7 +464,7 @@ class ElementwiseStep(Step):
         # ~20 µs on the ResNet's 2×2×256).
         _, h, w, c = x.shape
         return team.runner(ex.native, [team.pool_jobs(ex.native, (
-            x.ctypes.data, *(s // 4 for s in x.strides[:3]), batch, 1, 1, c,
+            x.ctypes.data, *team.element_strides(x), batch, 1, 1, c,
             h, w, 1, 1, 0, dst.ctypes.data, dst.strides[0] // 4, 0, 0))])
       return lambda: np.mean(x, axis=(1, 2), out=dst)
     scale, bias = self.scale, self.bias

@@ -352,22 +352,10 @@ class Executor:
     if not spec["pool_after"]:
       self._calls[key] = weight.runner(jobs)
       return self._calls[key]
-    elements = lambda view: [s // 4 for s in view.strides[:3]]
-    bands = []  # (images, pooled rows) per worker.
-    rows = height // 2
-    parts = max(1, min(self.threads, batch * rows))
-    for part in range(parts):
-      n0, n1 = batch * part // parts, batch * (part + 1) // parts
-      if batch >= parts:
-        bands.append((dst[n0:n1], target[n0:n1], n1 - n0, rows))
-      else:  # One image: bands of rows.
-        r0, r1 = rows * part // parts, rows * (part + 1) // parts
-        bands.append((dst[:, 2 * r0:], target[:, r0:], batch, r1 - r0))
-    # The pool's bands are team jobs too, run after the conv's.
-    pools = np.concatenate([team.pool_jobs(self.native, (
-        src.ctypes.data, *elements(src), n, r, width // 2, out, 2, 2, 2, 2,
-        1, band.ctypes.data, *elements(band)))
-                            for src, band, n, r in bands if n and r])
+    # The pool's rows are team jobs too, run after the conv's.
+    pools = team.pool_row_jobs(
+        self.native, dst, target, (2, 2), (2, 2), is_max=True,
+        parts=max(1, min(self.threads, batch * (height // 2))))
     self._calls[key] = team.runner(self.native, [jobs, pools])
     return self._calls[key]
 

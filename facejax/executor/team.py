@@ -27,6 +27,11 @@ def _job(lib, values, op):
   return row
 
 
+def element_strides(view):
+  """The (N, H, W) strides of an NHWC float32 view, in elements."""
+  return [s // 4 for s in view.strides[:3]]
+
+
 def _nhwc(view, what):
   if view.dtype != np.float32 or view.ndim != 4 or view.strides[3] != 4:
     raise ValueError(f"{what}: float32 (N, H, W, C) views with contiguous "
@@ -39,13 +44,38 @@ def pool_jobs(lib, args):
   return _job(lib, args, OP_POOL)
 
 
+def pool_row_jobs(lib, x, dst, window, stride, *, is_max, parts):
+  """``pool_direct`` from ``x`` (at the first window's origin) into ``dst``
+  (N, OH, OW, C), as about ``parts`` jobs of whole output rows, each cut
+  again where an image ends."""
+  (kh, kw), (sh, sw) = window, stride
+  batch, h, w, c = dst.shape
+  xs, ys = element_strides(x), element_strides(dst)
+  cuts = np.linspace(0, batch * h, parts + 1).round().astype(int)
+  return np.concatenate([pool_jobs(lib, (
+      x.ctypes.data + 4 * (r0 // h * xs[0] + r0 % h * sh * xs[1]), *xs, 1,
+      r1 - r0, w, c, kh, kw, sh, sw, int(is_max),
+      dst.ctypes.data + 4 * (r0 // h * ys[0] + r0 % h * ys[1]), *ys))
+                         for r0, r1 in _rows_of_one_image(cuts, h)])
+
+
+def _rows_of_one_image(cuts, h):
+  """Ranges of flat (image, row) indices from ``cuts``, each split where
+  it crosses from one image to the next (a pool job covers one image)."""
+  for r0, r1 in zip(cuts[:-1], cuts[1:]):
+    while r0 < r1:
+      end = min(r1, (r0 // h + 1) * h)
+      yield int(r0), int(end)
+      r0 = end
+
+
 def fill_jobs(lib, parts):
   """One job per float32 NHWC view (channels contiguous) that zeroes it."""
   rows = []
   for view in parts:
     _nhwc(view, "fill")
     rows.append(_job(lib, [view.ctypes.data, *view.shape,
-                           *(s // 4 for s in view.strides[:3])], OP_FILL))
+                           *element_strides(view)], OP_FILL))
   return np.concatenate(rows) if rows else np.zeros((0, 1), np.int64)
 
 
@@ -53,14 +83,14 @@ def add_jobs(lib, dst, a, b, *, relu):
   """One job writing ``a + b`` [→ ReLU] into ``dst``, each operand
   zero-extended at the high end of its axes to dst's shape (N, H, W, C)."""
   fields = [_nhwc(dst, "add").ctypes.data, *dst.shape,
-            *(s // 4 for s in dst.strides[:3])]
+            *element_strides(dst)]
   for x in (a, b):
     if x.shape[0] != dst.shape[0] or any(
         m > n for m, n in zip(x.shape[1:], dst.shape[1:])):
       raise ValueError(f"add: an operand {x.shape} does not fit the output "
                        f"{dst.shape}")
     fields += [_nhwc(x, "add").ctypes.data, *x.shape[1:],
-               *(s // 4 for s in x.strides[:3])]
+               *element_strides(x)]
   return _job(lib, fields + [int(relu)], OP_ADD)
 
 

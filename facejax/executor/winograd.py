@@ -217,7 +217,7 @@ class WinogradConv:
                                                workers, band_bytes)
     if scratch.size < self._scratch(cuts):
       raise ValueError("Winograd: scratch too small for this batch")
-    elem = lambda v: [s // 4 for s in v.strides[:3]]
+    elem = team.element_strides
     u = scratch.ctypes.data
     common = dict(
         x=padded.ctypes.data, c=channels, th=-(-height // self.m),
