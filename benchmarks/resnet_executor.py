@@ -174,6 +174,9 @@ def main(argv=None):
                       help="also time PyTorch (its OpenMP threads spin "
                       "after each call and slow whoever runs next)")
   args = parser.parse_args(argv)
+  if args.back_to_back < 0:
+    parser.error(f"--back-to-back {args.back_to_back}: a count of calls, "
+                 "0 or more")
   os.makedirs(args.out_dir, exist_ok=True)
   if args.random:
     params = synthetic.random_dlib_resnet_params(seed=0)

@@ -98,6 +98,9 @@ def main(argv=None):
                       "0: one call a turn, after the others (cold)")
   parser.add_argument("--out-dir", default="/tmp/facejax_student")
   args = parser.parse_args(argv)
+  if args.back_to_back < 0:
+    parser.error(f"--back-to-back {args.back_to_back}: a count of calls, "
+                 "0 or more")
   os.makedirs(args.out_dir, exist_ok=True)
   try:
     graph, source = student_graph(args.workdir)
